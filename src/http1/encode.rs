@@ -1,0 +1,292 @@
+//! Writing heads canonically.
+//!
+//! croupier never forwards the raw bytes of a head it received. It writes a new
+//! one from what it parsed: one request or status line, one `name: value` line
+//! per end-to-end header in the order received, then the framing headers
+//! croupier itself decided on, then the empty line. Whatever quirks a peer's
+//! bytes had (odd white space, a leading empty line, hop-by-hop headers) stop
+//! here.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::head::{RequestHead, ResponseHead, connection_tokens};
+use super::{BodyLength, Version};
+
+/// Headers that describe one connection rather than the message, which a
+/// proxy must not forward (RFC 9110 §7.6.1), plus the framing headers that
+/// croupier rewrites itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Request headers that are croupier's own instructions, never forwarded.
+/// (`croupier-topic` is not one of them: providers may want to see it.)
+const CROUPIER_ONLY: &[&str] = &["croupier-timeout-ms"];
+
+/// How the forwarded request should be decorated.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardHeaders<'a> {
+    /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `Via`.
+    pub enabled: bool,
+    /// The client's address, for `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    /// Host to send when an HTTP/1.0 client sent none: HTTP/1.1 needs one.
+    pub fallback_host: &'a str,
+}
+
+/// Writes the request head croupier sends to a provider. It always speaks
+/// HTTP/1.1 upstream, with a keep-alive connection.
+pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut host_seen = false;
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut via: Option<&[u8]> = None;
+    for header in head.headers {
+        let name = header.name;
+        if is_hop_by_hop(name, head.headers) || is_one_of(name, CROUPIER_ONLY) {
+            continue;
+        }
+        if forward.enabled {
+            // These three are rewritten below, folding in what came before.
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                forwarded_for = Some(header.value);
+                continue;
+            }
+            if name.eq_ignore_ascii_case("via") {
+                via = Some(header.value);
+                continue;
+            }
+            if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                continue;
+            }
+        }
+        host_seen |= name.eq_ignore_ascii_case("host");
+        header_line(out, name.as_bytes(), header.value);
+    }
+    if !host_seen {
+        header_line(out, b"host", forward.fallback_host.as_bytes());
+    }
+
+    match head.body {
+        BodyLength::Fixed(length) => length_line(out, length),
+        BodyLength::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A body-carrying method with an empty body says so; some servers
+        // wait for a body otherwise.
+        BodyLength::Empty if matches!(head.method, "POST" | "PUT" | "PATCH") => length_line(out, 0),
+        BodyLength::Empty | BodyLength::UntilClose => {}
+    }
+
+    if forward.enabled {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(previous) = forwarded_for {
+            out.extend_from_slice(previous);
+            out.extend_from_slice(b", ");
+        }
+        let _ = write!(out, "{}\r\n", forward.client_ip);
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        out.extend_from_slice(b"via: ");
+        if let Some(previous) = via {
+            out.extend_from_slice(previous);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"1.1 croupier\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How croupier frames the response body it sends to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// As the provider framed it (length or chunked).
+    AsReceived,
+    /// Without framing headers; the body ends when croupier closes the
+    /// connection (an HTTP/1.0 client cannot read chunked, RFC 9112 §7.1).
+    UntilClose,
+}
+
+/// Writes the response head croupier sends to the client.
+pub fn response_head(
+    head: &ResponseHead<'_, '_>,
+    framing: ClientFraming,
+    client_version: Version,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in head.headers {
+        let name = header.name;
+        let keep_length = head.body == BodyLength::Empty && name.eq_ignore_ascii_case("content-length");
+        if is_hop_by_hop(name, head.headers) && !keep_length {
+            continue;
+        }
+        header_line(out, name.as_bytes(), header.value);
+    }
+    match (head.body, framing) {
+        (BodyLength::Fixed(length), _) => length_line(out, length),
+        (BodyLength::Chunked, ClientFraming::AsReceived) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if client_version == Version::Http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) response such as `100 Continue` for the client.
+pub fn interim_head(head: &ResponseHead<'_, '_>, out: &mut Vec<u8>) {
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in head.headers {
+        if !is_hop_by_hop(header.name, head.headers) {
+            header_line(out, header.name.as_bytes(), header.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A complete response croupier answers itself (errors and the control
+/// plane): a JSON body with its length.
+pub fn local_response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
+    let _ = write!(out, "content-type: {content_type}\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in extra_headers {
+        header_line(out, name.as_bytes(), value.as_bytes());
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn length_line(out: &mut Vec<u8>, length: u64) {
+    let _ = write!(out, "content-length: {length}\r\n");
+}
+
+fn is_one_of(name: &str, list: &[&str]) -> bool {
+    list.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
+}
+
+/// Hop-by-hop: one of the fixed list, or named by a `Connection` header.
+fn is_hop_by_hop(name: &str, headers: &[httparse::Header<'_>]) -> bool {
+    is_one_of(name, HOP_BY_HOP)
+        || connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The reason phrase croupier writes for the statuses it produces itself.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::head::{HEADERS_MAX, HeadLimits, parse_request, parse_response};
+
+    fn forwarded(raw: &[u8], enabled: bool) -> String {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let head = parse_request(raw, &mut headers, &HeadLimits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        let forward = ForwardHeaders {
+            enabled,
+            client_ip: "10.1.2.3".parse().unwrap(),
+            fallback_host: "127.0.0.1:9000",
+        };
+        request_head(&head, &forward, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_heads_are_rewritten_canonically() {
+        let raw = b"POST /x HTTP/1.1\r\nHost:  a  \r\nConnection: keep-alive, x-secret\r\n\
+            x-secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\ncroupier-topic: t\r\n\
+            croupier-timeout-ms: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            forwarded(raw, false),
+            "POST /x HTTP/1.1\r\nHost: a\r\ncroupier-topic: t\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_fold_in_earlier_hops() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nVia: 1.0 edge\r\n\
+            X-Forwarded-Proto: https\r\n\r\n";
+        assert_eq!(
+            forwarded(raw, true),
+            "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\n\
+             x-forwarded-proto: http\r\nvia: 1.0 edge, 1.1 croupier\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http10_without_host_gets_one() {
+        let out = forwarded(b"GET / HTTP/1.0\r\n\r\n", false);
+        assert_eq!(out, "GET / HTTP/1.1\r\nhost: 127.0.0.1:9000\r\n\r\n");
+    }
+
+    #[test]
+    fn response_heads_keep_head_lengths() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\nX-A: b\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let head =
+            parse_response(raw, &mut headers, true, &HeadLimits::default()).unwrap().unwrap();
+        let mut out = Vec::new();
+        response_head(&head, ClientFraming::AsReceived, Version::Http11, true, &mut out);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n");
+    }
+}

@@ -1,0 +1,334 @@
+//! A real HTTP/1.1 provider on a loopback ephemeral port: the test's upstream side.
+//!
+//! It runs one thread per accepted connection, keeps connections alive as HTTP/1.1 says,
+//! reads `Content-Length` and chunked request bodies, records every request it gets (the head
+//! byte for byte, as croupier sent it) and answers according to its [`Behaviour`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::wire::{self, Wire};
+use super::{fnv1a64, pattern_byte};
+
+/// Live connections one provider serves at once; more are closed on accept. croupier's pool
+/// keeps a few connections per core, so this is only reached if something leaks them.
+pub const CONNECTIONS_MAX: usize = 256;
+
+/// Requests one connection serves before the provider closes it, so no loop is unbounded.
+const REQUESTS_PER_CONNECTION_MAX: usize = 100_000;
+
+/// How long an idle connection is kept before the provider closes it; longer than any test.
+const IDLE_TIMEOUT_MS: u64 = 30_000;
+
+/// How long a write may block before the provider gives up on the connection.
+const WRITE_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest chunk a `ChunkedDownload` sends; sizes vary from 1 byte up to this.
+const DOWNLOAD_CHUNK_BYTES_MAX: usize = 64 * 1024;
+
+/// How a provider answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// 200 with body `provider <port>`. A request with a body gets `x-body-len` and
+    /// `x-body-sum` (FNV-1a 64, hex) so big uploads can be checked without echoing them.
+    /// A target `/status/204` or `/status/304` gets that status with no body (the 304 with a
+    /// `Content-Length`, as RFC 9110 §8.6 allows, to catch a proxy that waits for it).
+    Echo,
+    /// 200, `Transfer-Encoding: chunked`, this many bytes of [`super::pattern`] in chunks of
+    /// varied sizes between 1 byte and 64 KiB.
+    ChunkedDownload(usize),
+    /// Sleeps this many milliseconds, then answers as `Echo`.
+    Sleep(u64),
+    /// Reads the request, records it, and closes the connection without a byte of response.
+    CloseWithoutResponse,
+}
+
+/// One request as the provider received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    /// The body with any chunked framing removed.
+    pub body: Vec<u8>,
+    /// The head exactly as received, up to and including the empty line.
+    pub raw_head: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        wire::header(&self.headers, name)
+    }
+}
+
+struct Shared {
+    port: u16,
+    behaviour: Behaviour,
+    requests: Mutex<Vec<Recorded>>,
+    /// A second handle on each live connection, so `stop` can cut them.
+    live: Mutex<HashMap<u64, TcpStream>>,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+}
+
+pub struct Provider {
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl Provider {
+    /// Binds 127.0.0.1:0 and starts serving.
+    pub fn start(behaviour: Behaviour) -> Provider {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a provider port");
+        let port = listener.local_addr().expect("provider address").port();
+        let shared = Arc::new(Shared {
+            port,
+            behaviour,
+            requests: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+        });
+        let for_thread = Arc::clone(&shared);
+        let accept_thread = thread::Builder::new()
+            .name(format!("provider-{port}"))
+            .spawn(move || accept_loop(listener, for_thread))
+            .expect("spawn the provider's accept thread");
+        Provider { shared, accept_thread: Some(accept_thread) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// Every request received so far, in order of completion.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Stops like a killed process: the listener is closed, so new connects are refused, and
+    /// every live connection is shut down. Recorded requests stay readable.
+    pub fn stop(&mut self) {
+        let Some(accept_thread) = self.accept_thread.take() else {
+            return;
+        };
+
+        // The accept thread blocks in accept; a connect of our own wakes it to see the flag.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.shared.port));
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        accept_thread.join().expect("provider accept thread panicked");
+
+        for (_, stream) in self.shared.live.lock().unwrap().drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else {
+            // EMFILE and the like: back off instead of spinning.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+
+        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut live = shared.live.lock().unwrap();
+            if live.len() >= CONNECTIONS_MAX {
+                continue;
+            }
+            let Ok(handle) = stream.try_clone() else {
+                continue;
+            };
+            live.insert(id, handle);
+        }
+        let for_thread = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name(format!("provider-{}-conn-{id}", shared.port))
+            .spawn(move || {
+                serve(stream, &for_thread);
+                for_thread.live.lock().unwrap().remove(&id);
+            });
+        if spawned.is_err() {
+            shared.live.lock().unwrap().remove(&id);
+        }
+    }
+    // Returning drops the listener: from here on connects are refused.
+}
+
+/// Serves one connection until the peer closes, a request says close, or framing breaks.
+fn serve(stream: TcpStream, shared: &Shared) {
+    let setup = stream
+        .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
+        .and_then(|_| stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS))))
+        .and_then(|_| stream.set_nodelay(true));
+    if setup.is_err() {
+        return;
+    }
+    let mut wire = Wire::new(stream);
+
+    for _ in 0..REQUESTS_PER_CONNECTION_MAX {
+        let Ok(Some(request)) = read_request(&mut wire) else {
+            return;
+        };
+        let keep_alive = wants_keep_alive(&request);
+        let method = request.method.clone();
+        let target = request.target.clone();
+        let body_sum = (!request.body.is_empty())
+            .then(|| (request.body.len(), format!("{:016x}", fnv1a64(&request.body))));
+        shared.requests.lock().unwrap().push(request);
+
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let answered = match &shared.behaviour {
+            Behaviour::Echo => echo(&mut wire.stream, shared.port, &method, &target, body_sum, keep_alive),
+            Behaviour::Sleep(ms) => {
+                thread::sleep(Duration::from_millis(*ms));
+                echo(&mut wire.stream, shared.port, &method, &target, body_sum, keep_alive)
+            }
+            Behaviour::ChunkedDownload(n) => chunked_download(&mut wire.stream, *n, &method, keep_alive),
+            Behaviour::CloseWithoutResponse => return,
+        };
+        if answered.is_err() || !keep_alive {
+            let _ = wire.stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// Reads one request; `Ok(None)` when the peer closed between requests.
+fn read_request(wire: &mut Wire) -> std::io::Result<Option<Recorded>> {
+    let Some(raw_head) = wire.read_head()? else {
+        return Ok(None);
+    };
+    let (request_line, headers) = wire::parse_head(&raw_head)?;
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad request line {request_line:?}"),
+        ));
+    };
+
+    // RFC 9112 §6.3: chunked wins over Content-Length; neither means no body in a request.
+    let body = if wire::is_chunked(&headers) {
+        wire.read_chunked()?
+    } else if let Some(n) = wire::content_length(&headers)? {
+        wire.read_exact_vec(n)?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Recorded {
+        method: method.to_string(),
+        target: target.to_string(),
+        version: version.to_string(),
+        headers,
+        body,
+        raw_head,
+    }))
+}
+
+/// RFC 9112 §9.3: HTTP/1.1 persists unless `close` is sent; HTTP/1.0 only with `keep-alive`.
+fn wants_keep_alive(request: &Recorded) -> bool {
+    if wire::has_token(&request.headers, "connection", "close") {
+        return false;
+    }
+    request.version == "HTTP/1.1" || wire::has_token(&request.headers, "connection", "keep-alive")
+}
+
+fn connection_header(keep_alive: bool) -> &'static str {
+    if keep_alive { "" } else { "connection: close\r\n" }
+}
+
+fn echo(
+    stream: &mut TcpStream,
+    port: u16,
+    method: &str,
+    target: &str,
+    body_sum: Option<(usize, String)>,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let body = format!("provider {port}");
+    let connection = connection_header(keep_alive);
+    let head = match target {
+        "/status/204" => format!("HTTP/1.1 204 No Content\r\nx-provider-port: {port}\r\n{connection}\r\n"),
+        "/status/304" => format!(
+            "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: {}\r\n\
+             x-provider-port: {port}\r\n{connection}\r\n",
+            body.len()
+        ),
+        _ => {
+            let sums = body_sum
+                .map(|(len, sum)| format!("x-body-len: {len}\r\nx-body-sum: {sum}\r\n"))
+                .unwrap_or_default();
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                 x-provider-port: {port}\r\n{sums}{connection}\r\n",
+                body.len()
+            )
+        }
+    };
+
+    // One write for head and body, so a small answer is one segment.
+    let mut bytes = head.into_bytes();
+    let has_body = target != "/status/204" && target != "/status/304";
+    if has_body && !method.eq_ignore_ascii_case("HEAD") {
+        bytes.extend_from_slice(body.as_bytes());
+    }
+    stream.write_all(&bytes)
+}
+
+fn chunked_download(
+    stream: &mut TcpStream,
+    total_bytes: usize,
+    method: &str,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+         transfer-encoding: chunked\r\n{}\r\n",
+        connection_header(keep_alive)
+    );
+    stream.write_all(head.as_bytes())?;
+    if method.eq_ignore_ascii_case("HEAD") {
+        return Ok(());
+    }
+
+    // Sizes from a fixed sequence, so chunk boundaries fall at odd, repeatable places.
+    let mut sent = 0;
+    let mut index: usize = 0;
+    while sent < total_bytes {
+        let size = (1 + index.wrapping_mul(7919) % DOWNLOAD_CHUNK_BYTES_MAX).min(total_bytes - sent);
+        let mut chunk = format!("{size:x}\r\n").into_bytes();
+        chunk.extend((sent..sent + size).map(pattern_byte));
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk)?;
+        sent += size;
+        index += 1;
+    }
+    stream.write_all(b"0\r\n\r\n")
+}
