@@ -33,18 +33,16 @@ const CROUPIER_ONLY: &[&str] = &["croupier-timeout-ms"];
 
 /// How the forwarded request should be decorated.
 #[derive(Clone, Copy, Debug)]
-pub struct ForwardHeaders<'a> {
+pub struct ForwardHeaders {
     /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `Via`.
     pub enabled: bool,
     /// The client's address, for `X-Forwarded-For`.
     pub client_ip: IpAddr,
-    /// Host to send when an HTTP/1.0 client sent none: HTTP/1.1 needs one.
-    pub fallback_host: &'a str,
 }
 
 /// Writes the request head croupier sends to a provider. It always speaks
 /// HTTP/1.1 upstream, with a keep-alive connection.
-pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders<'_>, out: &mut Vec<u8>) {
+pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders, out: &mut Vec<u8>) {
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -76,7 +74,9 @@ pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders<'_>, ou
         header_line(out, name.as_bytes(), header.value);
     }
     if !host_seen {
-        header_line(out, b"host", forward.fallback_host.as_bytes());
+        // HTTP/1.1 requires Host; for a target without an authority (an
+        // HTTP/1.0 client sent none) RFC 9112 §3.2 says to send it empty.
+        out.extend_from_slice(b"host: \r\n");
     }
 
     match head.body {
@@ -245,7 +245,6 @@ mod tests {
         let forward = ForwardHeaders {
             enabled,
             client_ip: "10.1.2.3".parse().unwrap(),
-            fallback_host: "127.0.0.1:9000",
         };
         request_head(&head, &forward, &mut out);
         String::from_utf8(out).unwrap()
@@ -276,7 +275,7 @@ mod tests {
     #[test]
     fn http10_without_host_gets_one() {
         let out = forwarded(b"GET / HTTP/1.0\r\n\r\n", false);
-        assert_eq!(out, "GET / HTTP/1.1\r\nhost: 127.0.0.1:9000\r\n\r\n");
+        assert_eq!(out, "GET / HTTP/1.1\r\nhost: \r\n\r\n");
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! The control plane: announces, leaves, lease expiry and ejections.
+//!
+//! One thread, the sequencer ([`plane`]), owns the authoritative registry of
+//! leases. Every change goes through it, gets a place in one total order, and
+//! is broadcast to every core in that order, so the per-core replicas never
+//! disagree about what happened first. Requests that change the table are
+//! answered only when every core has applied the change: a client that saw
+//! the `200` of an announce finds the provider on whichever core its next
+//! connection lands.
+//!
+//! The sequencer is not on the request path; the cores never wait for it
+//! while forwarding.
+
+pub mod announce;
+pub mod endpoints;
+pub mod plane;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::router::table::TableChange;
+
+/// What a control request gets back: a status and a JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply { status, body: value.to_string() }
+    }
+
+    /// The error shape every croupier error uses.
+    pub fn error(status: u16, reason: &str, field: Option<&str>) -> Reply {
+        let mut value = serde_json::json!({ "result": "error", "status": status, "reason": reason });
+        if let Some(field) = field {
+            value["field"] = field.into();
+        }
+        Reply::json(status, &value)
+    }
+}
+
+/// A validated announce, before its host is resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announce {
+    pub topic: String,
+    /// The announced host, or the announcing connection's peer address.
+    pub host: HostSpec,
+    pub port: u16,
+    pub ttl: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostSpec {
+    Ip(IpAddr),
+    /// A name, resolved once by the sequencer (resolution may block, which a
+    /// core must never do).
+    Name(String),
+}
+
+/// Messages to the sequencer.
+#[derive(Debug)]
+pub enum ControlMsg {
+    Announce { announce: Announce, reply: flume::Sender<Reply> },
+    Leave { topic: String, host: HostSpec, port: u16, reply: flume::Sender<Reply> },
+    /// Every core's view of every provider, for `GET /_croupier/providers`.
+    Providers { reply: flume::Sender<Reply> },
+    /// A core failed to reach this provider.
+    Failed { topic: Box<str>, provider: SocketAddr },
+    /// A core reached a provider that had been ejected: its back-off resets.
+    Recovered { topic: Box<str>, provider: SocketAddr },
+    /// A core applied change `seq`.
+    Applied { seq: u64 },
+    /// A core's counters, answering report `seq`.
+    Stats { seq: u64, rows: Vec<ProviderStats> },
+}
+
+/// One core's counters for one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderStats {
+    pub topic: Box<str>,
+    pub provider: SocketAddr,
+    pub requests: u64,
+    pub inflight: u32,
+}
+
+/// Messages from the sequencer to each core.
+#[derive(Debug)]
+pub enum CoreMsg {
+    Apply { seq: u64, change: TableChange },
+    Report { seq: u64 },
+}

@@ -1,0 +1,236 @@
+//! Read buffers: a per-core pool, and the window of unconsumed bytes a
+//! connection has read.
+//!
+//! Buffers are owned and handed to the kernel for each read or write
+//! (io_uring needs the memory to stay put until the operation completes), so
+//! a buffer moves out of its [`Inbound`] into an operation and back. Body
+//! bytes are written straight out of the buffer they were read into, through
+//! a slice of it; nothing copies them.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, SliceMut};
+use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::net::TcpStream;
+
+/// Size of a pooled buffer, in bytes. Large enough for nearly every head and
+/// for a good stride of a body; a head that needs more grows its buffer up
+/// to the head limit, and such a buffer is not returned to the pool.
+pub const BUF_BYTES: usize = 16 * 1024;
+
+/// Most buffers kept free per core; the rest are freed, so a burst does not
+/// pin its peak memory for ever.
+pub const FREE_BUFS_MAX: usize = 1024;
+
+/// A core's free buffers.
+#[derive(Default)]
+pub struct BufPool {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    pub fn take(&self) -> Vec<u8> {
+        self.free.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
+    }
+
+    pub fn put(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buf.capacity() == BUF_BYTES && free.len() < FREE_BUFS_MAX {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+/// How a read ended, when it did not yield bytes.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(io::Error),
+    TimedOut,
+}
+
+/// Bytes read from one peer and not yet consumed: `buf[start..]`.
+#[derive(Default)]
+pub struct Inbound {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Inbound {
+    pub fn new(buf: Vec<u8>) -> Self {
+        debug_assert!(buf.is_empty());
+        Inbound { buf, start: 0 }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Whether a buffer is attached (idle connections hold none).
+    pub fn has_buffer(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    /// Marks `n` bytes at the front as used.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.buf.len() - self.start);
+        self.start += n;
+        if self.start == self.buf.len() {
+            // Empty again: later reads start at the front, with no copy.
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Gives the buffer back to the pool; the window must be empty.
+    pub fn release(&mut self, pool: &BufPool) {
+        debug_assert!(self.is_empty());
+        pool.put(std::mem::take(&mut self.buf));
+        self.start = 0;
+    }
+
+    /// Gives the buffer back when empty; otherwise frees it (bytes left over
+    /// from a connection that is closing).
+    pub fn release_or_drop(&mut self, pool: &BufPool) {
+        if self.is_empty() {
+            self.release(pool);
+        } else {
+            *self = Inbound::default();
+        }
+    }
+
+    /// Attaches a buffer from the pool if none is attached.
+    pub fn ensure_buffer(&mut self, pool: &BufPool) {
+        if !self.has_buffer() {
+            self.buf = pool.take();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes after the ones held, growing the buffer up to
+    /// `capacity_max` bytes when it is full. Returns 0 at end of stream.
+    pub async fn read_more(
+        &mut self,
+        stream: &mut TcpStream,
+        capacity_max: usize,
+        timeout: Duration,
+        canceller: &mut Canceller,
+    ) -> Result<usize, ReadError> {
+        if self.buf.len() == self.buf.capacity() {
+            if self.start > 0 {
+                // Only a head still being read is ever moved, and only when
+                // it does not fit behind the bytes already consumed.
+                self.buf.drain(..self.start);
+                self.start = 0;
+            } else if self.buf.capacity() < capacity_max {
+                let grow = (self.buf.capacity().max(BUF_BYTES)).min(capacity_max - self.buf.len());
+                self.buf.reserve_exact(grow);
+            }
+        }
+        let end = self.buf.capacity().min(capacity_max.max(self.buf.len() + 1));
+        self.read_into(stream, end, timeout, canceller).await
+    }
+
+    /// Reads at most `limit` bytes into an empty window, so a body read never
+    /// runs into the bytes of the next message.
+    pub async fn read_at_most(
+        &mut self,
+        stream: &mut TcpStream,
+        limit: u64,
+        timeout: Duration,
+        canceller: &mut Canceller,
+    ) -> Result<usize, ReadError> {
+        debug_assert!(self.is_empty() && self.has_buffer());
+        let end = usize::try_from(limit).unwrap_or(usize::MAX).min(self.buf.capacity());
+        self.read_into(stream, end, timeout, canceller).await
+    }
+
+    async fn read_into(
+        &mut self,
+        stream: &mut TcpStream,
+        end: usize,
+        timeout: Duration,
+        canceller: &mut Canceller,
+    ) -> Result<usize, ReadError> {
+        let begin = self.buf.len();
+        let slice = SliceMut::new(std::mem::take(&mut self.buf), begin, end);
+        let (result, slice) = read_timed(stream, slice, timeout, canceller).await;
+        self.buf = slice.into_inner();
+        result
+    }
+
+    /// Writes `len` bytes at the front of the window to `stream` and consumes
+    /// them. The bytes leave from this buffer: no copy is made.
+    pub async fn write_front(&mut self, stream: &mut TcpStream, len: usize) -> io::Result<()> {
+        self.write_range(stream, 0, len).await?;
+        self.consume(len);
+        Ok(())
+    }
+
+    /// Writes `len` bytes starting `offset` bytes into the window, without
+    /// consuming them (a request kept for a possible retry).
+    pub async fn write_range(
+        &mut self,
+        stream: &mut TcpStream,
+        offset: usize,
+        len: usize,
+    ) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let begin = self.start + offset;
+        debug_assert!(begin + len <= self.buf.len());
+        let slice = std::mem::take(&mut self.buf).slice(begin..begin + len);
+        let (result, slice) = stream.write_all(slice).await;
+        self.buf = slice.into_inner();
+        result.map(drop)
+    }
+}
+
+/// A read that gives up after `timeout`.
+///
+/// Dropping an io_uring read does not undo it: the kernel may already have
+/// copied bytes into the buffer, and they would be lost. So on timeout the
+/// read is cancelled and then awaited; if bytes arrived in the meantime they
+/// are kept and returned.
+pub async fn read_timed(
+    stream: &mut TcpStream,
+    buf: SliceMut<Vec<u8>>,
+    timeout: Duration,
+    canceller: &mut Canceller,
+) -> (Result<usize, ReadError>, SliceMut<Vec<u8>>) {
+    let mut read = pin!(stream.cancelable_read(buf, canceller.handle()));
+    let mut sleep = pin!(monoio::time::sleep(timeout));
+    let first = poll_fn(|cx| {
+        if let Poll::Ready(done) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    let (result, buf) = match first {
+        Some(done) => done,
+        None => {
+            *canceller = std::mem::take(canceller).cancel();
+            let (result, buf) = read.await;
+            return match result {
+                Ok(n) if n > 0 => (Ok(n), buf),
+                _ => (Err(ReadError::TimedOut), buf),
+            };
+        }
+    };
+    (result.map_err(ReadError::Io), buf)
+}

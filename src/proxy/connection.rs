@@ -1,0 +1,258 @@
+//! One client connection: read a head, decide what it is, answer it, repeat.
+//!
+//! An idle connection holds no buffer: it waits for readiness first and takes
+//! a buffer from the core's pool only once bytes are there, so thousands of
+//! idle keep-alive clients cost little memory.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::io::{AsyncWriteRentExt, Canceller};
+use monoio::net::TcpStream;
+
+use super::buffer::{Inbound, ReadError};
+use super::forward::{self, ForwardRequest};
+use crate::control::endpoints::{self, ControlRequest};
+use crate::error::ProxyError;
+use crate::http1::encode::{self, ForwardHeaders};
+use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
+use crate::http1::{BodyLength, Version};
+use crate::runtime::worker::Worker;
+
+/// Paths under this prefix are croupier's own and never forwarded.
+pub const CONTROL_PREFIX: &str = "/_croupier";
+
+/// What to do with the connection after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// A client connection's state that outlives one request.
+pub struct Conn {
+    pub client: TcpStream,
+    pub peer: SocketAddr,
+    pub inbound: Inbound,
+    pub canceller: Canceller,
+}
+
+impl Conn {
+    /// Disjoint borrows for relaying the client's body.
+    pub fn parts(&mut self) -> (&mut TcpStream, &mut Inbound, &mut Canceller) {
+        (&mut self.client, &mut self.inbound, &mut self.canceller)
+    }
+}
+
+/// What the rest of the request path needs of a parsed head, once the
+/// borrow of the read buffer ends.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo {
+    pub head_len: usize,
+    pub body: BodyLength,
+    pub version: Version,
+    pub keep_alive: bool,
+    pub is_head: bool,
+    pub idempotent: bool,
+    pub expect_continue: bool,
+}
+
+impl RequestInfo {
+    fn of(head: &RequestHead<'_, '_>) -> Self {
+        RequestInfo {
+            head_len: head.len,
+            body: head.body,
+            version: head.version,
+            keep_alive: head.keep_alive,
+            is_head: head.is_head(),
+            idempotent: head.is_idempotent(),
+            expect_continue: head.expect_continue,
+        }
+    }
+
+    /// Body bytes that sit in the buffer behind the head, for a request
+    /// whose body was read whole.
+    pub fn body_len_held(&self) -> usize {
+        match self.body {
+            BodyLength::Fixed(length) => length as usize,
+            _ => 0,
+        }
+    }
+}
+
+/// What a complete head asks for.
+enum Dispatch {
+    /// Refused: answer and close, the connection cannot be trusted further.
+    Reject(ProxyError),
+    /// Answered by croupier with an error, the connection possibly kept.
+    Refuse(RequestInfo, ProxyError),
+    Control(ControlRequest),
+    Forward(ForwardRequest),
+}
+
+pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
+    let _ = client.set_nodelay(true);
+    let mut conn =
+        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() };
+    loop {
+        if conn.inbound.is_empty() {
+            // Idle: give the buffer back and wait for bytes without one.
+            conn.inbound.release(&worker.bufs);
+            let idle = worker.config.idle_timeout();
+            match monoio::time::timeout(idle, conn.client.readable(false)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        conn.inbound.ensure_buffer(&worker.bufs);
+        if serve_request(&mut conn, &worker).await == Next::Close {
+            break;
+        }
+    }
+    conn.inbound.release_or_drop(&worker.bufs);
+}
+
+async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
+    let deadline = Instant::now() + worker.config.header_timeout();
+    let capacity_max = worker.limits.header_bytes_max + 1024;
+    let dispatch = loop {
+        if !conn.inbound.is_empty() {
+            if let Some(dispatch) = plan(conn, worker) {
+                break dispatch;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.inbound.read_more(&mut conn.client, capacity_max, left, &mut conn.canceller).await
+        {
+            Ok(0) | Err(ReadError::Io(_)) => return Next::Close,
+            Ok(_) => {}
+            Err(ReadError::TimedOut) => {
+                let reason = format!(
+                    "request head not received within header_timeout_ms ({})",
+                    worker.config.header_timeout_ms
+                );
+                let error = ProxyError::client(408, reason).with_limit("header_timeout_ms");
+                return respond_error(conn, worker, &error, false).await;
+            }
+        }
+    };
+
+    match dispatch {
+        Dispatch::Reject(error) => {
+            tracing::debug!(peer = %conn.peer, %error, "request refused");
+            respond_error(conn, worker, &error, false).await
+        }
+        Dispatch::Refuse(info, error) => {
+            // Without a body the request is whole and the connection can go
+            // on; with one, croupier would have to read and drop it first.
+            let keep = info.keep_alive && info.body == BodyLength::Empty;
+            if keep {
+                conn.inbound.consume(info.head_len);
+            }
+            respond_error(conn, worker, &error, keep).await
+        }
+        Dispatch::Control(request) => endpoints::handle(conn, worker, request).await,
+        Dispatch::Forward(request) => forward::forward(conn, worker, request).await,
+    }
+}
+
+/// Parses the head in the buffer and decides what it asks for; `None` while
+/// the head is incomplete.
+fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let head = match parse_request(conn.inbound.data(), &mut headers, &worker.limits) {
+        Ok(None) => return None,
+        Ok(Some(head)) => head,
+        Err(error) => return Some(Dispatch::Reject(ProxyError::from_request_head(error))),
+    };
+    let info = RequestInfo::of(&head);
+
+    if is_control_path(head.target) {
+        return Some(Dispatch::Control(ControlRequest::of(&head, info)));
+    }
+
+    let Some(topic) = head.topic else {
+        let error = ProxyError::client(400, "missing croupier-topic header");
+        return Some(Dispatch::Refuse(info, error));
+    };
+    if let (Some(max), BodyLength::Fixed(length)) = (worker.config.max_body_bytes, head.body) {
+        if length > max {
+            let reason = format!("request body larger than max_body_bytes ({max})");
+            let error = ProxyError::client(413, reason).with_limit("max_body_bytes");
+            return Some(Dispatch::Reject(error));
+        }
+    }
+    let Some(topic) = worker.table.borrow().topic_name(topic) else {
+        let shown = String::from_utf8_lossy(&topic[..topic.len().min(255)]).into_owned();
+        let error = ProxyError::croupier(503, format!("no live provider for topic {shown}"));
+        return Some(Dispatch::Refuse(info, error));
+    };
+
+    let mut out = worker.bufs.take();
+    let forward = ForwardHeaders {
+        enabled: !worker.config.no_forwarded_headers,
+        client_ip: conn.peer.ip(),
+    };
+    encode::request_head(&head, &forward, &mut out);
+    Some(Dispatch::Forward(ForwardRequest { info, topic, head: out }))
+}
+
+/// Whether a request target names one of croupier's own paths, in origin
+/// form or absolute form.
+fn is_control_path(target: &str) -> bool {
+    let path = match target.find("://") {
+        Some(scheme_end) => {
+            let rest = &target[scheme_end + 3..];
+            rest.find('/').map_or("", |slash| &rest[slash..])
+        }
+        None => target,
+    };
+    path == CONTROL_PREFIX
+        || path.strip_prefix(CONTROL_PREFIX).is_some_and(|rest| rest.starts_with(['/', '?']))
+}
+
+/// Answers the client with a croupier error.
+pub async fn respond_error(conn: &mut Conn, worker: &Worker, error: &ProxyError, keep: bool) -> Next {
+    worker.count_status(error.status);
+    if error.status >= 500 {
+        tracing::error!(peer = %conn.peer, status = error.status, side = ?error.side,
+            reason = %error.reason, "request failed");
+    }
+    let extra: &[(&str, &str)] = &[];
+    respond(conn, worker, error.status, extra, error.body().as_bytes(), keep).await
+}
+
+/// Writes a complete local response.
+pub async fn respond(
+    conn: &mut Conn,
+    worker: &Worker,
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    keep: bool,
+) -> Next {
+    let mut out = worker.bufs.take();
+    encode::local_response(status, extra_headers, "application/json", body, keep, &mut out);
+    let (result, out) = conn.client.write_all(out).await;
+    worker.bufs.put(out);
+    match (result, keep) {
+        (Ok(_), true) => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_control_path;
+
+    #[test]
+    fn control_paths() {
+        for path in ["/_croupier", "/_croupier/announce", "/_croupier?x", "http://h/_croupier/x"] {
+            assert!(is_control_path(path), "{path}");
+        }
+        for path in ["/", "/_croupierx", "/api/_croupier/", "http://h/x"] {
+            assert!(!is_control_path(path), "{path}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The data plane: client connections, forwarding, and body relays.
+//!
+//! [`connection`] reads heads and dispatches them, [`forward`] runs the
+//! exchange with a provider (with retries), [`relay`] streams bodies, and
+//! [`buffer`] holds the owned buffers all of them pass around.
+
+pub mod buffer;
+pub mod connection;
+pub mod forward;
+pub mod relay;

@@ -1,0 +1,172 @@
+//! One core: its runtime's state and the tasks it runs.
+//!
+//! A worker owns everything its requests touch (the table replica, the
+//! upstream pool, buffers, counters) behind `RefCell`s and `Cell`s: one
+//! thread, no locks. It runs three kinds of task: the accept loop, one task
+//! per client connection, and the task that applies the control plane's
+//! changes to the table.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpListener;
+
+use crate::config::Config;
+use crate::control::plane::{ControlSender, EJECT_BASE};
+use crate::control::{ControlMsg, CoreMsg, ProviderStats};
+use crate::http1::head::HeadLimits;
+use crate::metrics::{CoreMetrics, bump};
+use crate::proxy::buffer::BufPool;
+use crate::proxy::connection;
+use crate::router::table::Table;
+use crate::upstream::pool::Pool;
+
+/// How often idle upstream connections past their timeout are closed.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub limits: HeadLimits,
+    pub table: RefCell<Table>,
+    pub pool: RefCell<Pool>,
+    pub bufs: BufPool,
+    pub control: ControlSender,
+    pub metrics: CoreMetrics,
+    /// Open client connections on this core, and this core's share of
+    /// `--max-connections`.
+    pub connections: Cell<usize>,
+    pub connections_max: usize,
+}
+
+impl Worker {
+    pub fn new(id: usize, config: Arc<Config>, control: ControlSender, cores: usize) -> Self {
+        let connections_max = config.max_connections.div_ceil(cores).max(1);
+        Worker {
+            id,
+            limits: config.head_limits(),
+            pool: RefCell::new(Pool::new(config.pool_idle_timeout())),
+            config,
+            table: RefCell::new(Table::new()),
+            bufs: BufPool::default(),
+            control,
+            metrics: CoreMetrics::default(),
+            connections: Cell::new(0),
+            connections_max,
+        }
+    }
+
+    /// Runs this core until the process exits.
+    pub async fn run(self: Rc<Self>, listener: TcpListener, inbox: flume::Receiver<CoreMsg>) {
+        monoio::spawn(self.clone().apply_changes(inbox));
+        monoio::spawn(self.clone().sweep_pool());
+        self.accept_loop(listener).await;
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, typically: back off briefly rather
+                    // than spin, and keep serving the connections we have.
+                    tracing::warn!(core = self.id, %error, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            bump(&self.metrics.connections_accepted);
+            if self.connections.get() >= self.connections_max {
+                // Closed at once, so the client learns now rather than
+                // hanging; counted so an operator can see it happen.
+                bump(&self.metrics.connections_refused);
+                drop(stream);
+                continue;
+            }
+            self.connections.set(self.connections.get() + 1);
+            let worker = self.clone();
+            monoio::spawn(async move {
+                connection::serve(stream, peer, worker.clone()).await;
+                worker.connections.set(worker.connections.get() - 1);
+            });
+        }
+    }
+
+    /// Applies the sequencer's changes in the order it sent them, and
+    /// acknowledges each so the request that caused it can be answered.
+    async fn apply_changes(self: Rc<Self>, inbox: flume::Receiver<CoreMsg>) {
+        while let Ok(message) = inbox.recv_async().await {
+            match message {
+                CoreMsg::Apply { seq, change } => {
+                    self.table.borrow_mut().apply(&change);
+                    if let crate::router::table::TableChange::Remove { provider, .. } = &change {
+                        self.pool.borrow_mut().forget(*provider);
+                    }
+                    let _ = self.control.send(ControlMsg::Applied { seq });
+                }
+                CoreMsg::Report { seq } => {
+                    let rows = self.stats();
+                    let _ = self.control.send(ControlMsg::Stats { seq, rows });
+                }
+            }
+        }
+    }
+
+    async fn sweep_pool(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(POOL_SWEEP_INTERVAL).await;
+            self.pool.borrow_mut().sweep(Instant::now());
+        }
+    }
+
+    fn stats(&self) -> Vec<ProviderStats> {
+        let table = self.table.borrow();
+        table
+            .topics()
+            .flat_map(|topic| {
+                topic.providers.iter().map(|p| ProviderStats {
+                    topic: Box::from(&*topic.name),
+                    provider: p.addr,
+                    requests: p.requests,
+                    inflight: p.inflight,
+                })
+            })
+            .collect()
+    }
+
+    /// A provider could not be reached: stop choosing it on this core at
+    /// once, and have the sequencer eject it on every core.
+    pub fn provider_failed(&self, topic: &str, provider: SocketAddr) {
+        if let Some(p) = self.table.borrow_mut().provider_mut(topic, provider) {
+            p.down_until = Some(Instant::now() + EJECT_BASE);
+        }
+        self.pool.borrow_mut().forget(provider);
+        let _ = self.control.send(ControlMsg::Failed { topic: topic.into(), provider });
+    }
+
+    pub fn request_started(&self, topic: &str, provider: SocketAddr) {
+        if let Some(p) = self.table.borrow_mut().provider_mut(topic, provider) {
+            p.requests += 1;
+            p.inflight += 1;
+        }
+    }
+
+    pub fn request_finished(&self, topic: &str, provider: SocketAddr, succeeded: bool) {
+        let mut table = self.table.borrow_mut();
+        let Some(p) = table.provider_mut(topic, provider) else { return };
+        p.inflight = p.inflight.saturating_sub(1);
+        if succeeded && p.down_until.is_some() {
+            // It had been ejected and has now answered: tell the sequencer,
+            // so the next ejection starts from the base back-off again.
+            p.down_until = None;
+            let _ = self.control.send(ControlMsg::Recovered { topic: topic.into(), provider });
+        }
+    }
+
+    pub fn count_status(&self, status: u16) {
+        self.metrics.count_status(status);
+    }
+}
