@@ -55,8 +55,12 @@ pub struct Config {
     /// Only accept providers whose address lies in one of these networks (repeatable),
     /// e.g. 10.0.0.0/8. Without it, any address but unspecified, multicast, broadcast and
     /// link-local ones.
-    #[arg(long = "allow-provider", value_name = "CIDR", env = "CROUPIER_ALLOW_PROVIDER",
-          value_delimiter = ',')]
+    #[arg(
+        long = "allow-provider",
+        value_name = "CIDR",
+        env = "CROUPIER_ALLOW_PROVIDER",
+        value_delimiter = ','
+    )]
     pub allow_provider: Vec<Cidr>,
 
     /// Largest request body in bytes; larger ones get 413 [default: unlimited].
@@ -110,7 +114,11 @@ pub struct Config {
     pub topics_max: usize,
 
     /// Most providers one topic holds (507 past it).
-    #[arg(long, default_value_t = 1_024, env = "CROUPIER_PROVIDERS_PER_TOPIC_MAX")]
+    #[arg(
+        long,
+        default_value_t = 1_024,
+        env = "CROUPIER_PROVIDERS_PER_TOPIC_MAX"
+    )]
     pub providers_per_topic_max: usize,
 }
 

@@ -31,15 +31,30 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn client(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        ProxyError { status, side: Side::Client, reason: reason.into(), limit: None }
+        ProxyError {
+            status,
+            side: Side::Client,
+            reason: reason.into(),
+            limit: None,
+        }
     }
 
     pub fn provider(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        ProxyError { status, side: Side::Provider, reason: reason.into(), limit: None }
+        ProxyError {
+            status,
+            side: Side::Provider,
+            reason: reason.into(),
+            limit: None,
+        }
     }
 
     pub fn croupier(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        ProxyError { status, side: Side::Croupier, reason: reason.into(), limit: None }
+        ProxyError {
+            status,
+            side: Side::Croupier,
+            reason: reason.into(),
+            limit: None,
+        }
     }
 
     pub fn with_limit(mut self, limit: &'static str) -> Self {
@@ -57,7 +72,10 @@ impl ProxyError {
     /// A response head a provider got wrong: the client gets a 502, never the
     /// ambiguous response.
     pub fn from_response_head(error: HeadError) -> Self {
-        ProxyError::provider(502, format!("provider sent an invalid response: {}", error.reason()))
+        ProxyError::provider(
+            502,
+            format!("provider sent an invalid response: {}", error.reason()),
+        )
     }
 
     pub fn from_request_chunk(error: ChunkError) -> Self {
@@ -65,7 +83,10 @@ impl ProxyError {
     }
 
     pub fn from_response_chunk(error: ChunkError) -> Self {
-        ProxyError::provider(502, format!("provider sent an invalid chunked body: {}", error.reason()))
+        ProxyError::provider(
+            502,
+            format!("provider sent an invalid chunked body: {}", error.reason()),
+        )
     }
 
     /// The JSON body the client gets.

@@ -12,7 +12,7 @@
 //! Content-Length or the chunked coding (RFC 9112 §6 and §7.1), counts them and throws them away.
 //! It is a demo and a test helper, not a model for croupier's own request path.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -116,9 +116,11 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: the demo script sends these logs to a file.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 
@@ -475,6 +477,11 @@ impl Reader {
             if let Some(at) = find(self.buffered(), b"\r\n\r\n") {
                 return Ok(Some(at + 4));
             }
+            // Refused here rather than in `parse_head`: a head of bare LFs never shows the
+            // CRLF CRLF that ends it, and the client would wait for the read timeout.
+            if has_bare_lf(self.buffered()) {
+                return Err(RequestError::Malformed("line ends in a bare LF"));
+            }
             if self.buffered().len() >= HEAD_BYTES_MAX {
                 return Err(RequestError::HeadTooLarge);
             }
@@ -527,6 +534,13 @@ impl Reader {
             }
         }
     }
+}
+
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'\n')
+        || bytes
+            .windows(2)
+            .any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -640,15 +654,16 @@ impl Fields {
     /// RFC 9112 §5: `field-name ":" OWS field-value OWS`, no space before the colon, no
     /// line folding.
     fn add(&mut self, line: &[u8]) -> Result<(), RequestError> {
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            return Err(RequestError::Malformed("obsolete line folding"));
+        }
         let colon = line
             .iter()
             .position(|&b| b == b':')
             .ok_or(RequestError::Malformed("header line without a colon"))?;
         let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
         if !is_token(name) {
-            return Err(RequestError::Malformed(
-                "header name is not a token (or is folded)",
-            ));
+            return Err(RequestError::Malformed("header name is not a token"));
         }
         if !value
             .iter()
@@ -1012,9 +1027,21 @@ fn read_control_reply(stream: &mut TcpStream) -> io::Result<ControlReply> {
         if reply.len() >= CONTROL_REPLY_BYTES_MAX {
             break;
         }
-        match stream.read(&mut chunk)? {
-            0 => break,
-            n => reply.extend_from_slice(&chunk[..n]),
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A read timeout shows as EAGAIN, whose message would puzzle a reader of the logs.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let message = format!("no reply within {CONTROL_IO_TIMEOUT_MS} ms");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+            }
+            Err(e) => return Err(e),
         }
     }
 
@@ -1050,4 +1077,113 @@ fn content_length(head: &[u8]) -> Option<usize> {
             .parse()
             .ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(head: &[u8]) -> Result<Framing, &'static str> {
+        match parse_head(head) {
+            Ok(head) => Ok(head.framing),
+            Err(RequestError::Malformed(reason)) => Err(reason),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6() {
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(framing_of(get), Ok(Framing::None));
+        let length = b"POST / HTTP/1.1\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n";
+        assert_eq!(framing_of(length), Ok(Framing::Length(7)));
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(framing_of(chunked), Ok(Framing::Chunked));
+
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 7, 8\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +7\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET /  HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+        ] {
+            assert!(
+                framing_of(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn persistence_depends_on_version_and_connection() {
+        let persistence = |head: &[u8]| parse_head(head).map(|head| head.persistence).ok();
+        let keep = Some(Persistence::KeepAlive);
+        let close = Some(Persistence::Close);
+        assert_eq!(persistence(b"GET / HTTP/1.1\r\n\r\n"), keep);
+        assert_eq!(
+            persistence(b"GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n"),
+            close
+        );
+        assert_eq!(persistence(b"GET / HTTP/1.0\r\n\r\n"), close);
+        assert_eq!(
+            persistence(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"),
+            keep
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_with_optional_extensions() {
+        let size = |line: &[u8]| parse_chunk_size(line).ok();
+        assert_eq!(size(b"1f"), Some(31));
+        assert_eq!(size(b"0"), Some(0));
+        assert_eq!(size(b"A;name=value"), Some(10));
+        assert_eq!(size(b"a ; name"), Some(10));
+        assert_eq!(size(b"fffffffffffffff"), Some((1 << 60) - 1));
+        for bad in [
+            &b""[..],
+            b";x",
+            b"1000000000000000",
+            b"5 ",
+            b"5x",
+            b"5;\x01",
+        ] {
+            assert_eq!(
+                size(bad),
+                None,
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn croupier_urls_need_http_and_get_port_80_by_default() {
+        let authority = |url: &str| parse_croupier_url(url).map(|c| c.authority).ok();
+        assert_eq!(
+            authority("http://127.0.0.1:8000"),
+            Some("127.0.0.1:8000".into())
+        );
+        assert_eq!(
+            authority("http://localhost:8000/"),
+            Some("localhost:8000".into())
+        );
+        assert_eq!(authority("http://croupier"), Some("croupier:80".into()));
+        assert_eq!(authority("http://[::1]:8000"), Some("[::1]:8000".into()));
+        assert_eq!(authority("http://[::1]"), Some("[::1]:80".into()));
+        for bad in [
+            "https://x:1",
+            "127.0.0.1:8000",
+            "http://",
+            "http://x:1/path",
+            "http://x:99999",
+        ] {
+            assert_eq!(authority(bad), None, "accepted {bad}");
+        }
+    }
 }

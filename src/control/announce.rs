@@ -53,7 +53,12 @@ pub fn parse_announce(body: &[u8], peer: SocketAddr) -> Result<Announce, Reply> 
             Duration::from_secs_f64(seconds)
         }
     };
-    Ok(Announce { topic, host, port, ttl })
+    Ok(Announce {
+        topic,
+        host,
+        port,
+        ttl,
+    })
 }
 
 /// Parses a leave body.
@@ -70,7 +75,9 @@ pub fn parse_leave(body: &[u8], peer: SocketAddr) -> Result<Leave, Reply> {
 /// without quoting, and so what a topic may be made of.
 pub fn is_token(text: &[u8]) -> bool {
     !text.is_empty()
-        && text.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && text
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
@@ -91,15 +98,24 @@ fn topic_field(object: &serde_json::Map<String, Value>) -> Result<String, Reply>
         return Err(bad("topic is empty", "topic"));
     }
     if topic.len() > TOPIC_BYTES_MAX {
-        return Err(bad(&format!("topic longer than {TOPIC_BYTES_MAX} bytes"), "topic"));
+        return Err(bad(
+            &format!("topic longer than {TOPIC_BYTES_MAX} bytes"),
+            "topic",
+        ));
     }
     if !is_token(topic.as_bytes()) {
-        return Err(bad("topic must be a header token (letters, digits, !#$%&'*+-.^_`|~)", "topic"));
+        return Err(bad(
+            "topic must be a header token (letters, digits, !#$%&'*+-.^_`|~)",
+            "topic",
+        ));
     }
     Ok(topic.clone())
 }
 
-fn host_field(object: &serde_json::Map<String, Value>, peer: SocketAddr) -> Result<HostSpec, Reply> {
+fn host_field(
+    object: &serde_json::Map<String, Value>,
+    peer: SocketAddr,
+) -> Result<HostSpec, Reply> {
     let host = match object.get("host") {
         None | Some(Value::Null) => return Ok(HostSpec::Ip(peer.ip())),
         Some(Value::String(host)) => host.trim(),
@@ -109,12 +125,17 @@ fn host_field(object: &serde_json::Map<String, Value>, peer: SocketAddr) -> Resu
         return Ok(HostSpec::Ip(peer.ip()));
     }
     // `[::1]` is how people write IPv6 next to a port; accept it bare too.
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(HostSpec::Ip(ip));
     }
     let name_ok = host.len() <= HOST_BYTES_MAX
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !name_ok {
         return Err(bad("host must be an IP address or a DNS name", "host"));
     }
@@ -154,8 +175,11 @@ mod tests {
 
     #[test]
     fn a_full_announce_and_defaults() {
-        let a = parse_announce(br#"{"topic":"billing","host":"10.0.0.5","port":8008,"ttl":3}"#, peer())
-            .unwrap();
+        let a = parse_announce(
+            br#"{"topic":"billing","host":"10.0.0.5","port":8008,"ttl":3}"#,
+            peer(),
+        )
+        .unwrap();
         assert_eq!(a.host, HostSpec::Ip("10.0.0.5".parse().unwrap()));
         assert_eq!((a.port, a.ttl), (8008, Duration::from_secs(3)));
         let a = parse_announce(br#"{"topic":"billing","port":"8008"}"#, peer()).unwrap();
@@ -165,7 +189,8 @@ mod tests {
 
     #[test]
     fn the_prototypes_status_message_is_an_announce() {
-        let body = br#"{"type":"producerStatus","topic":"t","host":"localhost","port":81,"requests":4}"#;
+        let body =
+            br#"{"type":"producerStatus","topic":"t","host":"localhost","port":81,"requests":4}"#;
         let a = parse_announce(body, peer()).unwrap();
         assert_eq!(a.host, HostSpec::Name("localhost".into()));
     }
@@ -176,14 +201,20 @@ mod tests {
         assert_eq!(field_of("[1]"), "body");
         assert_eq!(field_of(r#"{"port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"","port":80}"#), "topic");
-        assert_eq!(field_of(&format!(r#"{{"topic":"{}","port":80}}"#, "a".repeat(256))), "topic");
+        assert_eq!(
+            field_of(&format!(r#"{{"topic":"{}","port":80}}"#, "a".repeat(256))),
+            "topic"
+        );
         assert_eq!(field_of(r#"{"topic":"a b","port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"a\r\nx: y","port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"t"}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":0}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":70000}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":"80x"}"#), "port");
-        assert_eq!(field_of(r#"{"topic":"t","port":80,"host":"a\r\nb"}"#), "host");
+        assert_eq!(
+            field_of(r#"{"topic":"t","port":80,"host":"a\r\nb"}"#),
+            "host"
+        );
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":-1}"#), "ttl");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":1e9}"#), "ttl");
     }

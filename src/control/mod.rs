@@ -29,12 +29,16 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply { status, body: value.to_string() }
+        Reply {
+            status,
+            body: value.to_string(),
+        }
     }
 
     /// The error shape every croupier error uses.
     pub fn error(status: u16, reason: &str, field: Option<&str>) -> Reply {
-        let mut value = serde_json::json!({ "result": "error", "status": status, "reason": reason });
+        let mut value =
+            serde_json::json!({ "result": "error", "status": status, "reason": reason });
         if let Some(field) = field {
             value["field"] = field.into();
         }
@@ -63,14 +67,28 @@ pub enum HostSpec {
 /// Messages to the sequencer.
 #[derive(Debug)]
 pub enum ControlMsg {
-    Announce { announce: Announce, reply: flume::Sender<Reply> },
-    Leave { topic: String, host: HostSpec, port: u16, reply: flume::Sender<Reply> },
+    Announce {
+        announce: Announce,
+        reply: flume::Sender<Reply>,
+    },
+    Leave {
+        topic: String,
+        host: HostSpec,
+        port: u16,
+        reply: flume::Sender<Reply>,
+    },
     /// Every core's view of every provider, for `GET /_croupier/providers`.
     Providers { reply: flume::Sender<Reply> },
     /// A core failed to reach this provider.
-    Failed { topic: Box<str>, provider: SocketAddr },
+    Failed {
+        topic: Box<str>,
+        provider: SocketAddr,
+    },
     /// A core reached a provider that had been ejected: its back-off resets.
-    Recovered { topic: Box<str>, provider: SocketAddr },
+    Recovered {
+        topic: Box<str>,
+        provider: SocketAddr,
+    },
     /// A core applied change `seq`.
     Applied { seq: u64 },
     /// A core's counters, answering report `seq`.

@@ -73,18 +73,20 @@ pub fn spawn(
     inbox: flume::Receiver<ControlMsg>,
     cores: Vec<flume::Sender<CoreMsg>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("croupier-control".into()).spawn(move || {
-        let mut sequencer = Sequencer {
-            policy,
-            cores,
-            leases: HashMap::new(),
-            expiries: BinaryHeap::new(),
-            next_seq: 0,
-            pending: HashMap::new(),
-            gathering: HashMap::new(),
-        };
-        sequencer.run(inbox);
-    })
+    std::thread::Builder::new()
+        .name("croupier-control".into())
+        .spawn(move || {
+            let mut sequencer = Sequencer {
+                policy,
+                cores,
+                leases: HashMap::new(),
+                expiries: BinaryHeap::new(),
+                next_seq: 0,
+                pending: HashMap::new(),
+                gathering: HashMap::new(),
+            };
+            sequencer.run(inbox);
+        })
 }
 
 impl Sequencer {
@@ -92,13 +94,11 @@ impl Sequencer {
         loop {
             self.expire(Instant::now());
             let message = match self.expiries.peek() {
-                Some(Reverse((deadline, _, _))) => {
-                    match inbox.recv_deadline(*deadline) {
-                        Ok(message) => message,
-                        Err(flume::RecvTimeoutError::Timeout) => continue,
-                        Err(flume::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
+                Some(Reverse((deadline, _, _))) => match inbox.recv_deadline(*deadline) {
+                    Ok(message) => message,
+                    Err(flume::RecvTimeoutError::Timeout) => continue,
+                    Err(flume::RecvTimeoutError::Disconnected) => return,
+                },
                 None => match inbox.recv() {
                     Ok(message) => message,
                     Err(flume::RecvError::Disconnected) => return,
@@ -116,14 +116,17 @@ impl Sequencer {
                     let _ = reply.send(answer);
                 }
             },
-            ControlMsg::Leave { topic, host, port, reply } => {
-                match self.leave(&topic, &host, port) {
-                    Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
-                    Err(answer) => {
-                        let _ = reply.send(answer);
-                    }
+            ControlMsg::Leave {
+                topic,
+                host,
+                port,
+                reply,
+            } => match self.leave(&topic, &host, port) {
+                Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
+                Err(answer) => {
+                    let _ = reply.send(answer);
                 }
-            }
+            },
             ControlMsg::Providers { reply } => self.gather(reply),
             ControlMsg::Failed { topic, provider } => self.eject(topic, provider),
             ControlMsg::Recovered { topic, provider } => {
@@ -140,7 +143,11 @@ impl Sequencer {
     fn announce(&mut self, announce: Announce) -> Result<(TableChange, Reply), Reply> {
         let provider = resolve(&announce.host, announce.port)?;
         if let Some(reason) = cidr::refusal(provider.ip(), &self.policy.allow_provider) {
-            return Err(Reply::error(403, &format!("provider refused: {reason}"), Some("host")));
+            return Err(Reply::error(
+                403,
+                &format!("provider refused: {reason}"),
+                Some("host"),
+            ));
         }
         let topics = self.leases.len();
         let providers = self.leases.get(&announce.topic).map_or(0, HashMap::len);
@@ -149,7 +156,10 @@ impl Sequencer {
             let reason = format!("topic table full: topics_max is {}", self.policy.topics_max);
             return Err(Reply::error(507, &reason, Some("topic")));
         }
-        let known = self.leases.get(&announce.topic).is_some_and(|t| t.contains_key(&provider));
+        let known = self
+            .leases
+            .get(&announce.topic)
+            .is_some_and(|t| t.contains_key(&provider));
         if !known && providers >= self.policy.providers_per_topic_max {
             let reason = format!(
                 "topic full: providers_per_topic_max is {}",
@@ -164,10 +174,16 @@ impl Sequencer {
             .entry(announce.topic.clone())
             .or_default()
             .entry(provider)
-            .or_insert(Lease { expires, ttl: announce.ttl, ejections: 0, down_until: None });
+            .or_insert(Lease {
+                expires,
+                ttl: announce.ttl,
+                ejections: 0,
+                down_until: None,
+            });
         lease.expires = expires;
         lease.ttl = announce.ttl;
-        self.expiries.push(Reverse((expires, announce.topic.clone(), provider)));
+        self.expiries
+            .push(Reverse((expires, announce.topic.clone(), provider)));
 
         let count = self.leases[&announce.topic].len();
         let answer = Reply::json(
@@ -176,20 +192,36 @@ impl Sequencer {
                 "result": "ok",
                 "topic": announce.topic,
                 "provider": provider.to_string(),
-                "lease_s": announce.ttl.as_secs_f64(),
+                "lease_s": seconds(announce.ttl),
                 "providers": count,
                 "new": !known,
             }),
         );
-        let change = TableChange::Upsert { topic: announce.topic.into(), provider };
+        let change = TableChange::Upsert {
+            topic: announce.topic.into(),
+            provider,
+        };
         Ok((change, answer))
     }
 
-    fn leave(&mut self, topic: &str, host: &HostSpec, port: u16) -> Result<(TableChange, Reply), Reply> {
+    fn leave(
+        &mut self,
+        topic: &str,
+        host: &HostSpec,
+        port: u16,
+    ) -> Result<(TableChange, Reply), Reply> {
         let provider = resolve(host, port)?;
-        let removed = self.leases.get_mut(topic).and_then(|t| t.remove(&provider)).is_some();
+        let removed = self
+            .leases
+            .get_mut(topic)
+            .and_then(|t| t.remove(&provider))
+            .is_some();
         if !removed {
-            return Err(Reply::error(404, &format!("{provider} is not a provider of {topic}"), None));
+            return Err(Reply::error(
+                404,
+                &format!("{provider} is not a provider of {topic}"),
+                None,
+            ));
         }
         let count = self.leases.get(topic).map_or(0, HashMap::len);
         if count == 0 {
@@ -204,23 +236,40 @@ impl Sequencer {
                 "providers": count,
             }),
         );
-        Ok((TableChange::Remove { topic: topic.into(), provider }, answer))
+        Ok((
+            TableChange::Remove {
+                topic: topic.into(),
+                provider,
+            },
+            answer,
+        ))
     }
 
     fn eject(&mut self, topic: Box<str>, provider: SocketAddr) {
         let now = Instant::now();
-        let Some(lease) = self.lease_mut(&topic, provider) else { return };
+        let Some(lease) = self.lease_mut(&topic, provider) else {
+            return;
+        };
         // Several cores may report the same outage; one ejection covers them.
         if lease.down_until.is_some_and(|until| until > now) {
             return;
         }
-        let backoff = EJECT_BASE.saturating_mul(1 << lease.ejections.min(5)).min(EJECT_MAX);
+        let backoff = EJECT_BASE
+            .saturating_mul(1 << lease.ejections.min(5))
+            .min(EJECT_MAX);
         lease.ejections += 1;
         let until = now + backoff;
         lease.down_until = Some(until);
         tracing::warn!(topic = &*topic, %provider, backoff_ms = backoff.as_millis() as u64,
             "provider ejected after a failure");
-        self.broadcast(TableChange::Eject { topic, provider, until }, None);
+        self.broadcast(
+            TableChange::Eject {
+                topic,
+                provider,
+                until,
+            },
+            None,
+        );
     }
 
     /// Removes every lease that ran out by `now`.
@@ -229,7 +278,9 @@ impl Sequencer {
             if *deadline > now {
                 break;
             }
-            let Some(Reverse((deadline, topic, provider))) = self.expiries.pop() else { break };
+            let Some(Reverse((deadline, topic, provider))) = self.expiries.pop() else {
+                break;
+            };
             let current = self.leases.get(&topic).and_then(|t| t.get(&provider));
             if current.is_none_or(|lease| lease.expires != deadline) {
                 continue; // renewed or gone since this entry was pushed
@@ -240,7 +291,13 @@ impl Sequencer {
                 self.leases.remove(&topic);
             }
             tracing::debug!(topic, %provider, "lease expired");
-            self.broadcast(TableChange::Remove { topic: topic.into(), provider }, None);
+            self.broadcast(
+                TableChange::Remove {
+                    topic: topic.into(),
+                    provider,
+                },
+                None,
+            );
         }
     }
 
@@ -248,13 +305,24 @@ impl Sequencer {
         let seq = self.next_seq;
         self.next_seq += 1;
         for core in &self.cores {
-            let _ = core.send(CoreMsg::Apply { seq, change: change.clone() });
+            let _ = core.send(CoreMsg::Apply {
+                seq,
+                change: change.clone(),
+            });
         }
-        self.pending.insert(seq, Pending { acks_left: self.cores.len(), reply });
+        self.pending.insert(
+            seq,
+            Pending {
+                acks_left: self.cores.len(),
+                reply,
+            },
+        );
     }
 
     fn acknowledge(&mut self, seq: u64) {
-        let Some(pending) = self.pending.get_mut(&seq) else { return };
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return;
+        };
         pending.acks_left -= 1;
         if pending.acks_left == 0 {
             let pending = self.pending.remove(&seq).expect("entry was just found");
@@ -270,12 +338,18 @@ impl Sequencer {
         for core in &self.cores {
             let _ = core.send(CoreMsg::Report { seq });
         }
-        let gathering = Gathering { answers_left: self.cores.len(), rows: Vec::new(), reply };
+        let gathering = Gathering {
+            answers_left: self.cores.len(),
+            rows: Vec::new(),
+            reply,
+        };
         self.gathering.insert(seq, gathering);
     }
 
     fn collect(&mut self, seq: u64, rows: Vec<ProviderStats>) {
-        let Some(gathering) = self.gathering.get_mut(&seq) else { return };
+        let Some(gathering) = self.gathering.get_mut(&seq) else {
+            return;
+        };
         gathering.rows.extend(rows);
         gathering.answers_left -= 1;
         if gathering.answers_left > 0 {
@@ -310,7 +384,7 @@ impl Sequencer {
                     json!({
                         "provider": addr.to_string(),
                         "lease_left_ms": lease.expires.saturating_duration_since(now).as_millis() as u64,
-                        "ttl_s": lease.ttl.as_secs_f64(),
+                        "ttl_s": seconds(lease.ttl),
                         "requests": requests,
                         "inflight": inflight,
                         "state": if ejected { "ejected" } else { "live" },
@@ -324,6 +398,16 @@ impl Sequencer {
 
     fn lease_mut(&mut self, topic: &str, provider: SocketAddr) -> Option<&mut Lease> {
         self.leases.get_mut(topic)?.get_mut(&provider)
+    }
+}
+
+/// A duration in seconds for JSON: whole seconds as an integer, the rare
+/// fractional lease as a float.
+fn seconds(duration: Duration) -> serde_json::Value {
+    if duration.subsec_nanos() == 0 {
+        duration.as_secs().into()
+    } else {
+        duration.as_secs_f64().into()
     }
 }
 

@@ -79,7 +79,9 @@ pub fn framing_headers(
             // Exactly `chunked`, with no white space around it: a value such as
             // `chunked\t` is read as chunked by some servers and as unknown by
             // others, which is precisely the disagreement smuggling needs.
-            if !header.value.eq_ignore_ascii_case(b"chunked") || value_has_trailing_ows(head, header) {
+            if !header.value.eq_ignore_ascii_case(b"chunked")
+                || value_has_trailing_ows(head, header)
+            {
                 return Err(HeadError::UnsupportedTransferCoding);
             }
             framing.chunked = true;
@@ -186,7 +188,10 @@ mod tests {
         let f = framing(&[("transfer-encoding", "Chunked")]).unwrap();
         assert_eq!(request_body(f), BodyLength::Chunked);
         assert_eq!(request_body(framing(&[]).unwrap()), BodyLength::Empty);
-        assert_eq!(request_body(framing(&[("content-length", "0")]).unwrap()), BodyLength::Empty);
+        assert_eq!(
+            request_body(framing(&[("content-length", "0")]).unwrap()),
+            BodyLength::Empty
+        );
     }
 
     #[test]
@@ -197,12 +202,25 @@ mod tests {
             framing(&[("content-length", "5"), ("content-length", "6")]),
             Err(HeadError::ConflictingLength)
         );
-        assert_eq!(framing(&[("content-length", "5,6")]), Err(HeadError::ConflictingLength));
+        assert_eq!(
+            framing(&[("content-length", "5,6")]),
+            Err(HeadError::ConflictingLength)
+        );
     }
 
     #[test]
     fn malformed_lengths_are_refused() {
-        for bad in ["", "+5", "-1", "0x5", "5 6", " ", "5,", "18446744073709551616", "1e3"] {
+        for bad in [
+            "",
+            "+5",
+            "-1",
+            "0x5",
+            "5 6",
+            " ",
+            "5,",
+            "18446744073709551616",
+            "1e3",
+        ] {
             assert_eq!(
                 framing(&[("content-length", bad)]),
                 Err(HeadError::InvalidLength),
@@ -215,7 +233,14 @@ mod tests {
 
     #[test]
     fn only_a_single_chunked_coding_is_accepted() {
-        for bad in ["gzip, chunked", "chunked, chunked", "identity", "chunked;q=1", "", "gzip"] {
+        for bad in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "chunked;q=1",
+            "",
+            "gzip",
+        ] {
             assert_eq!(
                 framing(&[("transfer-encoding", bad)]),
                 Err(HeadError::UnsupportedTransferCoding),
@@ -223,7 +248,10 @@ mod tests {
             );
         }
         assert_eq!(
-            framing(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
+            framing(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]),
             Err(HeadError::UnsupportedTransferCoding)
         );
         for bad in ["chunked\t", "chunked "] {
@@ -247,6 +275,9 @@ mod tests {
         assert_eq!(response_body(304, false, f), BodyLength::Empty);
         assert_eq!(response_body(101, false, f), BodyLength::Empty);
         assert_eq!(response_body(200, false, f), BodyLength::Fixed(10));
-        assert_eq!(response_body(200, false, framing(&[]).unwrap()), BodyLength::UntilClose);
+        assert_eq!(
+            response_body(200, false, framing(&[]).unwrap()),
+            BodyLength::UntilClose
+        );
     }
 }

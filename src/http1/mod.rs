@@ -51,11 +51,17 @@ pub enum HeadError {
     /// Only HTTP/1.0 and HTTP/1.1 are spoken.
     UnsupportedVersion,
     /// The request line is longer than the limit.
-    RequestLineTooLong { limit_bytes: usize },
+    RequestLineTooLong {
+        limit_bytes: usize,
+    },
     /// The whole head is larger than the limit.
-    HeadTooLarge { limit_bytes: usize },
+    HeadTooLarge {
+        limit_bytes: usize,
+    },
     /// More header lines than the limit.
-    TooManyHeaders { limit: usize },
+    TooManyHeaders {
+        limit: usize,
+    },
 }
 
 impl HeadError {
@@ -83,7 +89,9 @@ impl HeadError {
             HeadError::UnsupportedTransferCoding => {
                 "unsupported transfer-encoding: only a single `chunked` is accepted".into()
             }
-            HeadError::TransferEncodingInHttp10 => "transfer-encoding in an HTTP/1.0 message".into(),
+            HeadError::TransferEncodingInHttp10 => {
+                "transfer-encoding in an HTTP/1.0 message".into()
+            }
             HeadError::MissingHost => "HTTP/1.1 request without host".into(),
             HeadError::DuplicateHost => "more than one host header".into(),
             HeadError::InvalidTarget => "invalid request target".into(),

@@ -93,8 +93,12 @@ enum Dispatch {
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
     let _ = client.set_nodelay(true);
-    let mut conn =
-        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() };
+    let mut conn = Conn {
+        client,
+        peer,
+        inbound: Inbound::default(),
+        canceller: Canceller::default(),
+    };
     loop {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
@@ -117,13 +121,16 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
     let deadline = Instant::now() + worker.config.header_timeout();
     let capacity_max = worker.limits.header_bytes_max + 1024;
     let dispatch = loop {
-        if !conn.inbound.is_empty() {
-            if let Some(dispatch) = plan(conn, worker) {
-                break dispatch;
-            }
+        if !conn.inbound.is_empty()
+            && let Some(dispatch) = plan(conn, worker)
+        {
+            break dispatch;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match conn.inbound.read_more(&mut conn.client, capacity_max, left, &mut conn.canceller).await
+        match conn
+            .inbound
+            .read_more(&mut conn.client, capacity_max, left, &mut conn.canceller)
+            .await
         {
             Ok(0) | Err(ReadError::Io(_)) => return Next::Close,
             Ok(_) => {}
@@ -176,12 +183,12 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
         let error = ProxyError::client(400, "missing croupier-topic header");
         return Some(Dispatch::Refuse(info, error));
     };
-    if let (Some(max), BodyLength::Fixed(length)) = (worker.config.max_body_bytes, head.body) {
-        if length > max {
-            let reason = format!("request body larger than max_body_bytes ({max})");
-            let error = ProxyError::client(413, reason).with_limit("max_body_bytes");
-            return Some(Dispatch::Reject(error));
-        }
+    if let (Some(max), BodyLength::Fixed(length)) = (worker.config.max_body_bytes, head.body)
+        && length > max
+    {
+        let reason = format!("request body larger than max_body_bytes ({max})");
+        let error = ProxyError::client(413, reason).with_limit("max_body_bytes");
+        return Some(Dispatch::Reject(error));
     }
     let Some(topic) = worker.table.borrow().topic_name(topic) else {
         let shown = String::from_utf8_lossy(&topic[..topic.len().min(255)]).into_owned();
@@ -195,7 +202,11 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
         client_ip: conn.peer.ip(),
     };
     encode::request_head(&head, &forward, &mut out);
-    Some(Dispatch::Forward(ForwardRequest { info, topic, head: out }))
+    Some(Dispatch::Forward(ForwardRequest {
+        info,
+        topic,
+        head: out,
+    }))
 }
 
 /// Whether a request target names one of croupier's own paths, in origin
@@ -209,18 +220,33 @@ fn is_control_path(target: &str) -> bool {
         None => target,
     };
     path == CONTROL_PREFIX
-        || path.strip_prefix(CONTROL_PREFIX).is_some_and(|rest| rest.starts_with(['/', '?']))
+        || path
+            .strip_prefix(CONTROL_PREFIX)
+            .is_some_and(|rest| rest.starts_with(['/', '?']))
 }
 
 /// Answers the client with a croupier error.
-pub async fn respond_error(conn: &mut Conn, worker: &Worker, error: &ProxyError, keep: bool) -> Next {
+pub async fn respond_error(
+    conn: &mut Conn,
+    worker: &Worker,
+    error: &ProxyError,
+    keep: bool,
+) -> Next {
     worker.count_status(error.status);
     if error.status >= 500 {
         tracing::error!(peer = %conn.peer, status = error.status, side = ?error.side,
             reason = %error.reason, "request failed");
     }
     let extra: &[(&str, &str)] = &[];
-    respond(conn, worker, error.status, extra, error.body().as_bytes(), keep).await
+    respond(
+        conn,
+        worker,
+        error.status,
+        extra,
+        error.body().as_bytes(),
+        keep,
+    )
+    .await
 }
 
 /// Writes a complete local response.
@@ -233,7 +259,14 @@ pub async fn respond(
     keep: bool,
 ) -> Next {
     let mut out = worker.bufs.take();
-    encode::local_response(status, extra_headers, "application/json", body, keep, &mut out);
+    encode::local_response(
+        status,
+        extra_headers,
+        "application/json",
+        body,
+        keep,
+        &mut out,
+    );
     let (result, out) = conn.client.write_all(out).await;
     worker.bufs.put(out);
     match (result, keep) {
@@ -248,7 +281,12 @@ mod tests {
 
     #[test]
     fn control_paths() {
-        for path in ["/_croupier", "/_croupier/announce", "/_croupier?x", "http://h/_croupier/x"] {
+        for path in [
+            "/_croupier",
+            "/_croupier/announce",
+            "/_croupier?x",
+            "http://h/_croupier/x",
+        ] {
             assert!(is_control_path(path), "{path}");
         }
         for path in ["/", "/_croupierx", "/api/_croupier/", "http://h/x"] {

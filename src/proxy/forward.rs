@@ -73,7 +73,10 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     }
     let outcome = loop {
         let now = Instant::now();
-        let choice = worker.table.borrow_mut().choose(request.topic.as_bytes(), &tried, now);
+        let choice = worker
+            .table
+            .borrow_mut()
+            .choose(request.topic.as_bytes(), &tried, now);
         let provider = match choice {
             Choice::Provider(provider) => provider,
             Choice::NoProvider => break Outcome::Failed(no_provider(&request.topic)),
@@ -99,16 +102,28 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
         };
 
         worker.request_started(&request.topic, provider);
-        let result = exchange(conn, worker, &mut upstream, &mut request, &mut response, replayable)
-            .await;
+        let result = exchange(
+            conn,
+            worker,
+            &mut upstream,
+            &mut request,
+            &mut response,
+            replayable,
+        )
+        .await;
         worker.request_finished(&request.topic, provider, result.is_ok());
 
         match result {
             Ok(done) => {
                 if done.upstream_reusable {
-                    worker.pool.borrow_mut().put(provider, upstream, Instant::now());
+                    worker
+                        .pool
+                        .borrow_mut()
+                        .put(provider, upstream, Instant::now());
                 }
-                break Outcome::Done { client_keep_alive: done.client_keep_alive };
+                break Outcome::Done {
+                    client_keep_alive: done.client_keep_alive,
+                };
             }
             Err(Failure::Unsent { error, reached }) => {
                 drop(upstream);
@@ -137,8 +152,13 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     worker.bufs.put(std::mem::take(&mut request.head));
 
     match outcome {
-        Outcome::Done { client_keep_alive: true } => Next::KeepAlive,
-        Outcome::Done { client_keep_alive: false } | Outcome::Aborted => Next::Close,
+        Outcome::Done {
+            client_keep_alive: true,
+        } => Next::KeepAlive,
+        Outcome::Done {
+            client_keep_alive: false,
+        }
+        | Outcome::Aborted => Next::Close,
         Outcome::Failed(error) => {
             // The request is still in the buffer only when it was replayable.
             let keep = replayable && info.keep_alive;
@@ -177,7 +197,10 @@ async fn exchange(
     match info.body {
         BodyLength::Empty | BodyLength::UntilClose => {}
         BodyLength::Fixed(length) if replayable => {
-            let written = conn.inbound.write_range(upstream, info.head_len, length as usize).await;
+            let written = conn
+                .inbound
+                .write_range(upstream, info.head_len, length as usize)
+                .await;
             if written.is_err() {
                 return Err(unsent("write failed"));
             }
@@ -196,8 +219,15 @@ async fn exchange(
                 }
                 _ => {
                     let (client, inbound, canceller) = conn.parts();
-                    relay::chunked(client, upstream, inbound, ChunkedOut::AsReceived, timeout, canceller)
-                        .await
+                    relay::chunked(
+                        client,
+                        upstream,
+                        inbound,
+                        ChunkedOut::AsReceived,
+                        timeout,
+                        canceller,
+                    )
+                    .await
                 }
             };
             match relayed {
@@ -222,12 +252,19 @@ async fn exchange(
     let timeout = config.response_timeout();
     let mut interim_sent = false;
     loop {
-        let read = response.read_more(upstream, capacity_max, timeout, &mut conn.canceller).await;
+        let read = response
+            .read_more(upstream, capacity_max, timeout, &mut conn.canceller)
+            .await;
         match read {
             Ok(0) | Err(ReadError::Io(_)) if response.is_empty() && !interim_sent => {
                 let reached = true;
-                let error = ProxyError::provider(502, "provider closed the connection without a response");
-                return Err(if replayable { Failure::Unsent { error, reached } } else { Failure::Respond(error) });
+                let error =
+                    ProxyError::provider(502, "provider closed the connection without a response");
+                return Err(if replayable {
+                    Failure::Unsent { error, reached }
+                } else {
+                    Failure::Respond(error)
+                });
             }
             Ok(0) | Err(ReadError::Io(_)) => {
                 return Err(if interim_sent {
@@ -242,7 +279,11 @@ async fn exchange(
                     config.response_timeout_ms
                 );
                 let error = ProxyError::provider(504, reason).with_limit("response_timeout_ms");
-                return Err(if interim_sent { Failure::Abort } else { Failure::Respond(error) });
+                return Err(if interim_sent {
+                    Failure::Abort
+                } else {
+                    Failure::Respond(error)
+                });
             }
             Ok(_) => {}
         }
@@ -254,7 +295,11 @@ async fn exchange(
             Ok(None) => continue,
             Err(error) => {
                 let error = ProxyError::from_response_head(error);
-                return Err(if interim_sent { Failure::Abort } else { Failure::Respond(error) });
+                return Err(if interim_sent {
+                    Failure::Abort
+                } else {
+                    Failure::Respond(error)
+                });
             }
         };
 
@@ -285,9 +330,12 @@ async fn exchange(
 
         // The final response head.
         let dechunk = head.body == BodyLength::Chunked && info.version == Version::Http10;
-        let client_keep_alive =
-            info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
-        let framing = if dechunk { ClientFraming::UntilClose } else { ClientFraming::AsReceived };
+        let client_keep_alive = info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
+        let framing = if dechunk {
+            ClientFraming::UntilClose
+        } else {
+            ClientFraming::AsReceived
+        };
         let mut out = worker.bufs.take();
         encode::response_head(&head, framing, info.version, client_keep_alive, &mut out);
         let (body, len, upstream_keep_alive, status) =
@@ -306,17 +354,41 @@ async fn exchange(
         let relayed = match body {
             BodyLength::Empty => Ok(()),
             BodyLength::Fixed(length) => {
-                relay::fixed(upstream, &mut conn.client, response, length, timeout, &mut conn.canceller)
-                    .await
+                relay::fixed(
+                    upstream,
+                    &mut conn.client,
+                    response,
+                    length,
+                    timeout,
+                    &mut conn.canceller,
+                )
+                .await
             }
             BodyLength::Chunked => {
-                let out = if dechunk { ChunkedOut::Decoded } else { ChunkedOut::AsReceived };
-                relay::chunked(upstream, &mut conn.client, response, out, timeout, &mut conn.canceller)
-                    .await
+                let out = if dechunk {
+                    ChunkedOut::Decoded
+                } else {
+                    ChunkedOut::AsReceived
+                };
+                relay::chunked(
+                    upstream,
+                    &mut conn.client,
+                    response,
+                    out,
+                    timeout,
+                    &mut conn.canceller,
+                )
+                .await
             }
             BodyLength::UntilClose => {
-                relay::until_close(upstream, &mut conn.client, response, timeout, &mut conn.canceller)
-                    .await
+                relay::until_close(
+                    upstream,
+                    &mut conn.client,
+                    response,
+                    timeout,
+                    &mut conn.canceller,
+                )
+                .await
             }
         };
         if let Err(error) = relayed {
@@ -326,7 +398,10 @@ async fn exchange(
         // Bytes past the end of the response mean the provider's framing and
         // ours disagree: that connection cannot be trusted again.
         let upstream_reusable = upstream_keep_alive && response.is_empty();
-        return Ok(Done { client_keep_alive, upstream_reusable });
+        return Ok(Done {
+            client_keep_alive,
+            upstream_reusable,
+        });
     }
 }
 
@@ -335,5 +410,8 @@ fn no_provider(topic: &str) -> ProxyError {
 }
 
 fn all_failed(topic: &str, tries: usize) -> ProxyError {
-    ProxyError::provider(502, format!("no provider of topic {topic} could be reached ({tries} tried)"))
+    ProxyError::provider(
+        502,
+        format!("no provider of topic {topic} could be reached ({tries} tried)"),
+    )
 }

@@ -48,11 +48,17 @@ pub async fn fixed(
 ) -> Result<(), RelayError> {
     let mut left = length;
     let buffered = (inbound.data().len() as u64).min(left) as usize;
-    inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
+    inbound
+        .write_front(dst, buffered)
+        .await
+        .map_err(RelayError::Sink)?;
     left -= buffered as u64;
     while left > 0 {
         let n = read(inbound.read_at_most(src, left, timeout, canceller).await)?;
-        inbound.write_front(dst, n).await.map_err(RelayError::Sink)?;
+        inbound
+            .write_front(dst, n)
+            .await
+            .map_err(RelayError::Sink)?;
         left -= n as u64;
     }
     Ok(())
@@ -80,7 +86,10 @@ pub async fn chunked(
                     walked += step.consumed();
                     done = step.done;
                 }
-                inbound.write_front(dst, walked).await.map_err(RelayError::Sink)?;
+                inbound
+                    .write_front(dst, walked)
+                    .await
+                    .map_err(RelayError::Sink)?;
                 if done {
                     return Ok(());
                 }
@@ -89,7 +98,10 @@ pub async fn chunked(
                 while !inbound.is_empty() {
                     let step = decoder.decode(inbound.data()).map_err(RelayError::Chunk)?;
                     inbound.consume(step.framing);
-                    inbound.write_front(dst, step.data).await.map_err(RelayError::Sink)?;
+                    inbound
+                        .write_front(dst, step.data)
+                        .await
+                        .map_err(RelayError::Sink)?;
                     if step.done {
                         return Ok(());
                     }
@@ -112,7 +124,10 @@ pub async fn until_close(
 ) -> Result<(), RelayError> {
     loop {
         let buffered = inbound.data().len();
-        inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
+        inbound
+            .write_front(dst, buffered)
+            .await
+            .map_err(RelayError::Sink)?;
         match inbound.read_more(src, BUF_BYTES, timeout, canceller).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}

@@ -16,11 +16,21 @@ use std::time::Instant;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableChange {
     /// Add a provider, or renew one that is there (its counters survive).
-    Upsert { topic: Box<str>, provider: SocketAddr },
+    Upsert {
+        topic: Box<str>,
+        provider: SocketAddr,
+    },
     /// Remove a provider (leave or lease expiry).
-    Remove { topic: Box<str>, provider: SocketAddr },
+    Remove {
+        topic: Box<str>,
+        provider: SocketAddr,
+    },
     /// Stop sending to a provider until `until` (it failed on some core).
-    Eject { topic: Box<str>, provider: SocketAddr, until: Instant },
+    Eject {
+        topic: Box<str>,
+        provider: SocketAddr,
+        until: Instant,
+    },
 }
 
 /// One provider as this core sees it.
@@ -45,7 +55,7 @@ pub struct Topic {
 }
 
 /// What [`Table::choose`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
     /// The topic has no provider at all (never announced, or all left).
     NoProvider,
@@ -120,9 +130,14 @@ impl Table {
     pub fn apply(&mut self, change: &TableChange) {
         match change {
             TableChange::Upsert { topic, provider } => {
-                let entry = self.topics.entry(Box::from(topic.as_bytes())).or_insert_with(|| {
-                    Topic { name: Rc::from(&**topic), providers: Vec::new(), cursor: 0 }
-                });
+                let entry = self
+                    .topics
+                    .entry(Box::from(topic.as_bytes()))
+                    .or_insert_with(|| Topic {
+                        name: Rc::from(&**topic),
+                        providers: Vec::new(),
+                        cursor: 0,
+                    });
                 match entry.providers.iter_mut().find(|p| p.addr == *provider) {
                     // A renewal: a provider that announces again is alive,
                     // but an ejection stands until it runs out.
@@ -143,7 +158,11 @@ impl Table {
                     }
                 }
             }
-            TableChange::Eject { topic, provider, until } => {
+            TableChange::Eject {
+                topic,
+                provider,
+                until,
+            } => {
                 if let Some(p) = self.provider_mut(topic, *provider) {
                     p.down_until = Some(*until);
                 }
@@ -162,7 +181,10 @@ mod tests {
     }
 
     fn upsert(table: &mut Table, port: u16) {
-        table.apply(&TableChange::Upsert { topic: "t".into(), provider: addr(port) });
+        table.apply(&TableChange::Upsert {
+            topic: "t".into(),
+            provider: addr(port),
+        });
     }
 
     #[test]
@@ -175,7 +197,9 @@ mod tests {
         let picks: Vec<_> = (0..4).map(|_| table.choose(b"t", &[], now)).collect();
         assert_eq!(
             picks,
-            [addr(1), addr(2), addr(1), addr(2)].map(Choice::Provider).to_vec()
+            [addr(1), addr(2), addr(1), addr(2)]
+                .map(Choice::Provider)
+                .to_vec()
         );
         assert_eq!(table.choose(b"other", &[], now), Choice::NoProvider);
     }
@@ -187,12 +211,22 @@ mod tests {
         upsert(&mut table, 2);
         let now = Instant::now();
         let later = now + Duration::from_secs(5);
-        table.apply(&TableChange::Eject { topic: "t".into(), provider: addr(1), until: later });
+        table.apply(&TableChange::Eject {
+            topic: "t".into(),
+            provider: addr(1),
+            until: later,
+        });
         for _ in 0..3 {
             assert_eq!(table.choose(b"t", &[], now), Choice::Provider(addr(2)));
         }
-        assert_eq!(table.choose(b"t", &[addr(2)], now), Choice::Provider(addr(1)));
-        assert_eq!(table.choose(b"t", &[addr(1), addr(2)], now), Choice::Exhausted);
+        assert_eq!(
+            table.choose(b"t", &[addr(2)], now),
+            Choice::Provider(addr(1))
+        );
+        assert_eq!(
+            table.choose(b"t", &[addr(1), addr(2)], now),
+            Choice::Exhausted
+        );
         assert_eq!(table.choose(b"t", &[], later), Choice::Provider(addr(1)));
     }
 
@@ -203,7 +237,10 @@ mod tests {
         table.provider_mut("t", addr(1)).unwrap().requests = 7;
         upsert(&mut table, 1);
         assert_eq!(table.provider_mut("t", addr(1)).unwrap().requests, 7);
-        table.apply(&TableChange::Remove { topic: "t".into(), provider: addr(1) });
+        table.apply(&TableChange::Remove {
+            topic: "t".into(),
+            provider: addr(1),
+        });
         assert!(table.topic_name(b"t").is_none());
     }
 }

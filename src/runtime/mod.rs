@@ -24,14 +24,18 @@ const RING_ENTRIES: u32 = 1024;
 pub enum Driver {
     /// io_uring; `tuned` when the kernel took the flags that cut its cost
     /// (cooperative task running, one issuer, deferred task running).
-    IoUring { tuned: bool },
+    IoUring {
+        tuned: bool,
+    },
     Legacy,
 }
 
 impl std::fmt::Display for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Driver::IoUring { tuned: true } => f.write_str("io_uring (coop_taskrun, single_issuer, defer_taskrun)"),
+            Driver::IoUring { tuned: true } => {
+                f.write_str("io_uring (coop_taskrun, single_issuer, defer_taskrun)")
+            }
             Driver::IoUring { tuned: false } => f.write_str("io_uring"),
             Driver::Legacy => f.write_str("epoll"),
         }
@@ -53,7 +57,10 @@ impl std::error::Error for StartError {}
 fn uring_builder(tuned: bool) -> io_uring::Builder {
     let mut builder = io_uring::IoUring::builder();
     if tuned {
-        builder.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+        builder
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
     }
     builder
 }
@@ -74,7 +81,9 @@ pub fn choose_driver(choice: DriverChoice) -> Result<Driver, StartError> {
             tracing::warn!(%error, "io_uring is not available here; falling back to epoll");
             Ok(Driver::Legacy)
         }
-        Err(error) => Err(StartError(format!("io_uring is not available here: {error}"))),
+        Err(error) => Err(StartError(format!(
+            "io_uring is not available here: {error}"
+        ))),
     }
 }
 
@@ -92,7 +101,11 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
 
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     if cores > cpus.len() && !cpus.is_empty() {
-        tracing::warn!(cores, cpus = cpus.len(), "more cores than CPUs: some CPUs run two workers");
+        tracing::warn!(
+            cores,
+            cpus = cpus.len(),
+            "more cores than CPUs: some CPUs run two workers"
+        );
     }
 
     // The sequencer and one inbox per core.
@@ -112,7 +125,11 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
         let config = config.clone();
         let control = control_tx.clone();
         let ready = ready_tx.clone();
-        let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
+        let cpu = if cpus.is_empty() {
+            None
+        } else {
+            Some(cpus[id % cpus.len()])
+        };
         let thread = std::thread::Builder::new()
             .name(format!("croupier-core-{id}"))
             .spawn(move || {
@@ -125,7 +142,8 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
                     let listener = match monoio::net::TcpListener::from_std(listener) {
                         Ok(listener) => listener,
                         Err(e) => {
-                            let _ = ready.send(Err(format!("core {id}: cannot register listener: {e}")));
+                            let _ = ready
+                                .send(Err(format!("core {id}: cannot register listener: {e}")));
                             return;
                         }
                     };
@@ -145,7 +163,8 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
                         .map(|mut runtime| runtime.block_on(serve)),
                 };
                 if let Err(error) = built {
-                    let _ = ready_on_error.send(Err(format!("core {id}: cannot start its runtime: {error}")));
+                    let _ = ready_on_error
+                        .send(Err(format!("core {id}: cannot start its runtime: {error}")));
                 }
             })
             .map_err(|e| StartError(format!("cannot start core {id}: {e}")))?;

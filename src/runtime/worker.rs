@@ -144,7 +144,10 @@ impl Worker {
             p.down_until = Some(Instant::now() + EJECT_BASE);
         }
         self.pool.borrow_mut().forget(provider);
-        let _ = self.control.send(ControlMsg::Failed { topic: topic.into(), provider });
+        let _ = self.control.send(ControlMsg::Failed {
+            topic: topic.into(),
+            provider,
+        });
     }
 
     pub fn request_started(&self, topic: &str, provider: SocketAddr) {
@@ -156,13 +159,18 @@ impl Worker {
 
     pub fn request_finished(&self, topic: &str, provider: SocketAddr, succeeded: bool) {
         let mut table = self.table.borrow_mut();
-        let Some(p) = table.provider_mut(topic, provider) else { return };
+        let Some(p) = table.provider_mut(topic, provider) else {
+            return;
+        };
         p.inflight = p.inflight.saturating_sub(1);
         if succeeded && p.down_until.is_some() {
             // It had been ejected and has now answered: tell the sequencer,
             // so the next ejection starts from the base back-off again.
             p.down_until = None;
-            let _ = self.control.send(ControlMsg::Recovered { topic: topic.into(), provider });
+            let _ = self.control.send(ControlMsg::Recovered {
+                topic: topic.into(),
+                provider,
+            });
         }
     }
 

@@ -8,7 +8,11 @@
 //! Every socket has a timeout and every wait a bound, so a broken croupier fails a test rather
 //! than hanging the suite.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 mod client;
 mod provider;
@@ -19,6 +23,7 @@ pub use provider::{Behaviour, Provider, Recorded};
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -59,6 +64,8 @@ fn croupier_command() -> Command {
             command.env_remove(name);
         }
     }
+    // Plain log lines, so a failing test's printed log reads without escape codes.
+    command.env("NO_COLOR", "1");
     command.stdin(Stdio::null());
     command
 }
@@ -85,7 +92,11 @@ impl Croupier {
             .stderr(log)
             .spawn()
             .expect("spawn croupier");
-        let mut croupier = Croupier { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log_path };
+        let mut croupier = Croupier {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log_path,
+        };
         croupier.wait_healthy();
         croupier
     }
@@ -95,7 +106,10 @@ impl Croupier {
         let mut last_error = String::from("no attempt made");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("croupier exited during start-up with {status}; log:\n{}", self.logs());
+                panic!(
+                    "croupier exited during start-up with {status}; log:\n{}",
+                    self.logs()
+                );
             }
             let attempt = Conn::try_open(self.addr, Duration::from_millis(HEALTH_READ_TIMEOUT_MS))
                 .and_then(|mut conn| conn.try_roundtrip("GET", "/_croupier/health", &[], b""));
@@ -160,7 +174,13 @@ impl Croupier {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
         // own child, not yet reaped (reaping happens only in `wait_exit` and `drop`).
         let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.pid(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits up to `timeout` for croupier to exit.
@@ -223,7 +243,11 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
     };
 
     let read = |path: &PathBuf| fs::read_to_string(path).unwrap_or_default();
-    let finished = Finished { status, stdout: read(&out_path), stderr: read(&err_path) };
+    let finished = Finished {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    };
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
     finished
@@ -252,7 +276,9 @@ pub fn providers_of(document: &Value, topic: &str) -> Vec<String> {
     document["topics"][topic]
         .as_array()
         .map(|list| {
-            list.iter().filter_map(|p| p["provider"].as_str().map(str::to_string)).collect()
+            list.iter()
+                .filter_map(|p| p["provider"].as_str().map(str::to_string))
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -270,6 +296,43 @@ pub fn provider_pairs(document: &Value) -> BTreeSet<(String, String)> {
         }
     }
     pairs
+}
+
+/// `body` in the chunked coding, in chunks whose sizes vary from 1 byte to 64 KiB so chunk
+/// boundaries land at odd places, followed by the last chunk and no trailers.
+pub fn chunked_encoding(body: &[u8]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(body.len() + body.len() / 1024 + 16);
+    let mut offset = 0;
+    let mut index: usize = 0;
+    while offset < body.len() {
+        let size = (1 + index.wrapping_mul(104_729) % 65_536).min(body.len() - offset);
+        encoded.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        encoded.extend_from_slice(&body[offset..offset + size]);
+        encoded.extend_from_slice(b"\r\n");
+        offset += size;
+        index += 1;
+    }
+    encoded.extend_from_slice(b"0\r\n\r\n");
+    encoded
+}
+
+/// Sends `bytes` (a whole request) from a second thread while this one reads the response,
+/// so a croupier that answers before reading the whole body cannot deadlock the test. Returns
+/// the response and how the write ended.
+pub fn upload(addr: SocketAddr, bytes: Vec<u8>) -> (Response, std::io::Result<()>) {
+    let mut conn = Conn::open(addr);
+    let mut writer = conn.writer();
+    let write = thread::spawn(move || writer.write_all(&bytes));
+    let response = conn.read_response();
+    let written = write.join().expect("upload writer panicked");
+    (response, written)
+}
+
+/// The first offset where `got` and `want` differ (or where the shorter ends), for a readable
+/// message about 10 MiB bodies.
+pub fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
+    let differs = got.iter().zip(want).position(|(a, b)| a != b);
+    differs.or_else(|| (got.len() != want.len()).then(|| got.len().min(want.len())))
 }
 
 /// `127.0.0.1:<port>`, the way croupier names a provider.

@@ -100,7 +100,10 @@ impl Provider {
             .name(format!("provider-{port}"))
             .spawn(move || accept_loop(listener, for_thread))
             .expect("spawn the provider's accept thread");
-        Provider { shared, accept_thread: Some(accept_thread) }
+        Provider {
+            shared,
+            accept_thread: Some(accept_thread),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -127,7 +130,9 @@ impl Provider {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.shared.port));
         let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        accept_thread.join().expect("provider accept thread panicked");
+        accept_thread
+            .join()
+            .expect("provider accept thread panicked");
 
         for (_, stream) in self.shared.live.lock().unwrap().drain() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -192,29 +197,48 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let Ok(Some(request)) = read_request(&mut wire) else {
             return;
         };
-        let keep_alive = wants_keep_alive(&request);
-        let method = request.method.clone();
-        let target = request.target.clone();
-        let body_sum = (!request.body.is_empty())
-            .then(|| (request.body.len(), format!("{:016x}", fnv1a64(&request.body))));
+        // What the answer needs, taken before the request moves into the record. It is
+        // recorded before answering, so a test that has its response also sees the record.
+        let asked = Asked {
+            method: request.method.clone(),
+            target: request.target.clone(),
+            body_sum: (!request.body.is_empty())
+                .then(|| (request.body.len(), fnv1a64(&request.body))),
+            keep_alive: wants_keep_alive(&request),
+        };
         shared.requests.lock().unwrap().push(request);
 
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
         let answered = match &shared.behaviour {
-            Behaviour::Echo => echo(&mut wire.stream, shared.port, &method, &target, body_sum, keep_alive),
+            Behaviour::Echo => echo(&mut wire.stream, shared.port, &asked),
             Behaviour::Sleep(ms) => {
                 thread::sleep(Duration::from_millis(*ms));
-                echo(&mut wire.stream, shared.port, &method, &target, body_sum, keep_alive)
+                echo(&mut wire.stream, shared.port, &asked)
             }
-            Behaviour::ChunkedDownload(n) => chunked_download(&mut wire.stream, *n, &method, keep_alive),
+            Behaviour::ChunkedDownload(n) => chunked_download(&mut wire.stream, *n, &asked),
             Behaviour::CloseWithoutResponse => return,
         };
-        if answered.is_err() || !keep_alive {
+        if answered.is_err() || !asked.keep_alive {
             let _ = wire.stream.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// The parts of a request its answer depends on.
+struct Asked {
+    method: String,
+    target: String,
+    /// Length and FNV-1a 64 of the body, if there was one.
+    body_sum: Option<(usize, u64)>,
+    keep_alive: bool,
+}
+
+impl Asked {
+    fn is_head(&self) -> bool {
+        self.method.eq_ignore_ascii_case("HEAD")
     }
 }
 
@@ -261,29 +285,29 @@ fn wants_keep_alive(request: &Recorded) -> bool {
 }
 
 fn connection_header(keep_alive: bool) -> &'static str {
-    if keep_alive { "" } else { "connection: close\r\n" }
+    if keep_alive {
+        ""
+    } else {
+        "connection: close\r\n"
+    }
 }
 
-fn echo(
-    stream: &mut TcpStream,
-    port: u16,
-    method: &str,
-    target: &str,
-    body_sum: Option<(usize, String)>,
-    keep_alive: bool,
-) -> std::io::Result<()> {
+fn echo(stream: &mut TcpStream, port: u16, asked: &Asked) -> std::io::Result<()> {
     let body = format!("provider {port}");
-    let connection = connection_header(keep_alive);
-    let head = match target {
-        "/status/204" => format!("HTTP/1.1 204 No Content\r\nx-provider-port: {port}\r\n{connection}\r\n"),
+    let connection = connection_header(asked.keep_alive);
+    let head = match asked.target.as_str() {
+        "/status/204" => {
+            format!("HTTP/1.1 204 No Content\r\nx-provider-port: {port}\r\n{connection}\r\n")
+        }
         "/status/304" => format!(
             "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: {}\r\n\
              x-provider-port: {port}\r\n{connection}\r\n",
             body.len()
         ),
         _ => {
-            let sums = body_sum
-                .map(|(len, sum)| format!("x-body-len: {len}\r\nx-body-sum: {sum}\r\n"))
+            let sums = asked
+                .body_sum
+                .map(|(len, sum)| format!("x-body-len: {len}\r\nx-body-sum: {sum:016x}\r\n"))
                 .unwrap_or_default();
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
@@ -295,8 +319,8 @@ fn echo(
 
     // One write for head and body, so a small answer is one segment.
     let mut bytes = head.into_bytes();
-    let has_body = target != "/status/204" && target != "/status/304";
-    if has_body && !method.eq_ignore_ascii_case("HEAD") {
+    let has_body = !matches!(asked.target.as_str(), "/status/204" | "/status/304");
+    if has_body && !asked.is_head() {
         bytes.extend_from_slice(body.as_bytes());
     }
     stream.write_all(&bytes)
@@ -305,16 +329,15 @@ fn echo(
 fn chunked_download(
     stream: &mut TcpStream,
     total_bytes: usize,
-    method: &str,
-    keep_alive: bool,
+    asked: &Asked,
 ) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
          transfer-encoding: chunked\r\n{}\r\n",
-        connection_header(keep_alive)
+        connection_header(asked.keep_alive)
     );
     stream.write_all(head.as_bytes())?;
-    if method.eq_ignore_ascii_case("HEAD") {
+    if asked.is_head() {
         return Ok(());
     }
 
@@ -322,7 +345,8 @@ fn chunked_download(
     let mut sent = 0;
     let mut index: usize = 0;
     while sent < total_bytes {
-        let size = (1 + index.wrapping_mul(7919) % DOWNLOAD_CHUNK_BYTES_MAX).min(total_bytes - sent);
+        let size =
+            (1 + index.wrapping_mul(7919) % DOWNLOAD_CHUNK_BYTES_MAX).min(total_bytes - sent);
         let mut chunk = format!("{size:x}\r\n").into_bytes();
         chunk.extend((sent..sent + size).map(pattern_byte));
         chunk.extend_from_slice(b"\r\n");
