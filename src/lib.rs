@@ -31,3 +31,7 @@ pub mod upstream;
 
 /// The request header that names the topic a request is for.
 pub const TOPIC_HEADER: &str = "croupier-topic";
+
+/// The request header that sets a deadline, in milliseconds, for the whole
+/// request including retries. croupier's own; never forwarded.
+pub const TIMEOUT_HEADER: &str = "croupier-timeout-ms";

@@ -50,6 +50,8 @@ pub struct RequestHead<'b, 'h> {
     pub topic: Option<&'b [u8]>,
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
+    /// `croupier-timeout-ms`: the client's deadline for the whole request.
+    pub timeout_ms: Option<u64>,
 }
 
 impl RequestHead<'_, '_> {
@@ -143,6 +145,7 @@ pub fn parse_request<'b, 'h>(
     let mut hosts = 0usize;
     let mut topic = None;
     let mut expect_continue = false;
+    let mut timeout_ms = None;
     for header in headers {
         if header.name.eq_ignore_ascii_case("host") {
             hosts += 1;
@@ -150,6 +153,11 @@ pub fn parse_request<'b, 'h>(
             topic = Some(header.value);
         } else if header.name.eq_ignore_ascii_case("expect") {
             expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue");
+        } else if header.name.eq_ignore_ascii_case(crate::TIMEOUT_HEADER) {
+            let ms = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            timeout_ms = Some(ms.filter(|&ms| ms > 0).ok_or(HeadError::InvalidTimeout)?);
         }
     }
     match (version, hosts) {
@@ -168,6 +176,7 @@ pub fn parse_request<'b, 'h>(
         keep_alive: wants_keep_alive(version, headers),
         topic,
         expect_continue,
+        timeout_ms,
     }))
 }
 

@@ -50,6 +50,8 @@ pub enum HeadError {
     UnsupportedMethod,
     /// Only HTTP/1.0 and HTTP/1.1 are spoken.
     UnsupportedVersion,
+    /// `croupier-timeout-ms` was not a positive whole number.
+    InvalidTimeout,
     /// The request line is longer than the limit.
     RequestLineTooLong {
         limit_bytes: usize,
@@ -97,6 +99,9 @@ impl HeadError {
             HeadError::InvalidTarget => "invalid request target".into(),
             HeadError::UnsupportedMethod => "method not supported by croupier".into(),
             HeadError::UnsupportedVersion => "only HTTP/1.0 and HTTP/1.1 are supported".into(),
+            HeadError::InvalidTimeout => {
+                "croupier-timeout-ms must be a positive number of milliseconds".into()
+            }
             HeadError::RequestLineTooLong { limit_bytes } => {
                 format!("request line longer than {limit_bytes} bytes")
             }

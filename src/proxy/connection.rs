@@ -56,6 +56,8 @@ pub struct RequestInfo {
     pub is_head: bool,
     pub idempotent: bool,
     pub expect_continue: bool,
+    /// `croupier-timeout-ms`: the client's deadline for the whole request.
+    pub timeout_ms: Option<u64>,
 }
 
 impl RequestInfo {
@@ -68,6 +70,7 @@ impl RequestInfo {
             is_head: head.is_head(),
             idempotent: head.is_idempotent(),
             expect_continue: head.expect_continue,
+            timeout_ms: head.timeout_ms,
         }
     }
 

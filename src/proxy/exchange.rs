@@ -1,0 +1,367 @@
+//! One attempt at a request on one upstream connection: send the request,
+//! wait for the provider's verdict on `Expect: 100-continue`, read the
+//! response head (passing interim responses on), stream the response back.
+
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use super::buffer::{Inbound, ReadError};
+use super::connection::{Conn, RequestInfo};
+use super::relay::{self, ChunkedOut, RelayError};
+use crate::error::ProxyError;
+use crate::http1::encode::{self, ClientFraming};
+use crate::http1::head::{HEADERS_MAX, parse_response};
+use crate::http1::{BodyLength, Version};
+use crate::runtime::worker::Worker;
+
+/// How long croupier waits for a provider's `100 Continue` before sending
+/// the body anyway (RFC 9110 §10.1.1 lets a client stop waiting; an HTTP/1.0
+/// provider never sends it). One second, as curl waits.
+pub const EXPECT_CONTINUE_WAIT: Duration = Duration::from_secs(1);
+
+/// How one attempt went wrong.
+pub enum Failure {
+    /// Nothing irrevocable happened: the whole request is still in the
+    /// client's buffer and nothing reached the client. `reached` says the
+    /// provider may have seen the request (it was written, then the
+    /// connection died without an answer).
+    Unsent { error: ProxyError, reached: bool },
+    /// Answer the client with this error; the request cannot be retried.
+    Respond(ProxyError),
+    /// The client connection is past saving (bytes of a response already
+    /// went out, or the client itself broke off): close it.
+    Abort,
+}
+
+/// The end of a successful exchange.
+pub struct Done {
+    pub client_keep_alive: bool,
+    pub upstream_reusable: bool,
+    pub status: u16,
+}
+
+/// When the request as a whole must be answered, and the limit that set it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub at: Instant,
+    /// `croupier-timeout-ms` from the client, or `response_timeout_ms`.
+    pub limit: &'static str,
+    pub limit_ms: u64,
+    /// Longest silence allowed between two reads of the response.
+    pub per_read: Duration,
+}
+
+impl Deadline {
+    /// Time left for the next read: the per-read timeout, cut short by the
+    /// request's deadline.
+    pub fn next_read(&self) -> Duration {
+        self.per_read
+            .min(self.at.saturating_duration_since(Instant::now()))
+    }
+
+    pub fn error(&self) -> ProxyError {
+        let reason = format!(
+            "provider did not answer within {} ({} ms)",
+            self.limit, self.limit_ms
+        );
+        ProxyError::provider(504, reason).with_limit(self.limit)
+    }
+}
+
+/// A final response head, already rewritten for the client.
+struct FinalHead {
+    out: Vec<u8>,
+    status: u16,
+    body: BodyLength,
+    dechunk: bool,
+    client_keep_alive: bool,
+    upstream_keep_alive: bool,
+}
+
+enum HeadEvent {
+    /// The provider said `100 Continue` (or kept silent long enough).
+    Continue,
+    Final(FinalHead),
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the attempt's parts are borrowed separately"
+)]
+pub async fn exchange(
+    conn: &mut Conn,
+    worker: &Worker,
+    upstream: &mut TcpStream,
+    head: &mut Vec<u8>,
+    info: RequestInfo,
+    response: &mut Inbound,
+    replayable: bool,
+    deadline: Deadline,
+) -> Result<Done, Failure> {
+    let (result, written) = upstream.write_all(std::mem::take(head)).await;
+    *head = written;
+    if result.is_err() {
+        return Err(unsent("write failed"));
+    }
+    response.ensure_buffer(&worker.bufs);
+
+    // RFC 9110 §10.1.1: with `Expect: 100-continue` the provider decides
+    // whether it wants the body; croupier never sends a refused one.
+    let mut early = None;
+    let body_pending = info.body != BodyLength::Empty;
+    if info.expect_continue && body_pending && conn.inbound.data().len() == info.head_len {
+        match read_head(conn, worker, upstream, response, info, deadline, true).await? {
+            HeadEvent::Continue => {}
+            HeadEvent::Final(head) => early = Some(head),
+        }
+    }
+    let body_withheld = early.is_some() && body_pending;
+    if !body_withheld {
+        send_body(conn, worker, upstream, info, replayable).await?;
+    }
+
+    let mut head = match early {
+        Some(head) => head,
+        None => match read_head(conn, worker, upstream, response, info, deadline, false).await? {
+            HeadEvent::Final(head) => head,
+            HeadEvent::Continue => unreachable!("only asked for when waiting for 100-continue"),
+        },
+    };
+    if body_withheld {
+        // The client may still send the body croupier did not forward;
+        // closing is the only way to get out of its way.
+        head.client_keep_alive = false;
+        head.upstream_keep_alive = false;
+    }
+
+    let (result, out) = conn.client.write_all(std::mem::take(&mut head.out)).await;
+    worker.bufs.put(out);
+    if result.is_err() {
+        return Err(Failure::Abort);
+    }
+    if replayable {
+        conn.inbound.consume(info.head_len + info.body_len_held());
+    }
+    relay_response(conn, upstream, response, &head, deadline).await?;
+    // Bytes past the end of the response mean the provider's framing and
+    // ours disagree: that connection cannot be trusted again.
+    let upstream_reusable = head.upstream_keep_alive && response.is_empty();
+    Ok(Done {
+        client_keep_alive: head.client_keep_alive,
+        upstream_reusable,
+        status: head.status,
+    })
+}
+
+/// Sends the request body. A replayable one is written from the client's
+/// buffer and left there until the exchange is over; any other is consumed
+/// as it streams.
+async fn send_body(
+    conn: &mut Conn,
+    worker: &Worker,
+    upstream: &mut TcpStream,
+    info: RequestInfo,
+    replayable: bool,
+) -> Result<(), Failure> {
+    let timeout = worker.config.header_timeout();
+    let relayed = match info.body {
+        BodyLength::Empty | BodyLength::UntilClose => return Ok(()),
+        BodyLength::Fixed(length) if replayable => {
+            let written = conn
+                .inbound
+                .write_range(upstream, info.head_len, length as usize)
+                .await;
+            return written.map_err(|_| unsent("write failed"));
+        }
+        BodyLength::Fixed(length) => {
+            conn.inbound.consume(info.head_len);
+            let (client, inbound, canceller) = conn.parts();
+            relay::fixed(client, upstream, inbound, length, timeout, canceller).await
+        }
+        BodyLength::Chunked => {
+            conn.inbound.consume(info.head_len);
+            let (client, inbound, canceller) = conn.parts();
+            let out = ChunkedOut::AsReceived;
+            relay::chunked(client, upstream, inbound, out, timeout, canceller).await
+        }
+    };
+    match relayed {
+        Ok(()) => Ok(()),
+        Err(RelayError::Chunk(error)) => {
+            Err(Failure::Respond(ProxyError::from_request_chunk(error)))
+        }
+        Err(RelayError::Sink(_)) => Err(Failure::Respond(ProxyError::provider(
+            502,
+            "provider closed the connection while receiving the body",
+        ))),
+        // The client broke off its own request.
+        Err(_) => Err(Failure::Abort),
+    }
+}
+
+/// Reads the provider's response head. Interim responses are passed to the
+/// client on the way; with `until_continue`, a `100 Continue`, or silence
+/// for [`EXPECT_CONTINUE_WAIT`], ends the wait early.
+async fn read_head(
+    conn: &mut Conn,
+    worker: &Worker,
+    upstream: &mut TcpStream,
+    response: &mut Inbound,
+    info: RequestInfo,
+    deadline: Deadline,
+    until_continue: bool,
+) -> Result<HeadEvent, Failure> {
+    let capacity_max = worker.limits.header_bytes_max + 1024;
+    let mut interim_sent = false;
+    // Once anything went to the client, an error can only close it.
+    let fail = |interim_sent: bool, error: ProxyError| {
+        if interim_sent {
+            Failure::Abort
+        } else {
+            Failure::Respond(error)
+        }
+    };
+    loop {
+        if !response.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let parsed =
+                parse_response(response.data(), &mut headers, info.is_head, &worker.limits);
+            match parsed {
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(fail(interim_sent, ProxyError::from_response_head(error)));
+                }
+                Ok(Some(head)) if head.status == 101 => {
+                    // croupier does not forward Upgrade, so no provider
+                    // should switch protocols; one that does cannot be
+                    // relayed.
+                    let reason = "provider switched protocols, which croupier does not tunnel yet";
+                    return Err(fail(interim_sent, ProxyError::provider(502, reason)));
+                }
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    let (len, is_continue) = (head.len, head.status == 100);
+                    // RFC 9110 §15.2: interim responses go to HTTP/1.1
+                    // clients only.
+                    if info.version == Version::Http11 {
+                        let mut out = worker.bufs.take();
+                        encode::interim_head(&head, &mut out);
+                        let (result, out) = conn.client.write_all(out).await;
+                        worker.bufs.put(out);
+                        if result.is_err() {
+                            return Err(Failure::Abort);
+                        }
+                        interim_sent = true;
+                    }
+                    response.consume(len);
+                    if until_continue && is_continue {
+                        return Ok(HeadEvent::Continue);
+                    }
+                    continue;
+                }
+                Ok(Some(head)) => {
+                    let dechunk =
+                        head.body == BodyLength::Chunked && info.version == Version::Http10;
+                    let client_keep_alive =
+                        info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
+                    let framing = if dechunk {
+                        ClientFraming::UntilClose
+                    } else {
+                        ClientFraming::AsReceived
+                    };
+                    let mut out = worker.bufs.take();
+                    encode::response_head(
+                        &head,
+                        framing,
+                        info.version,
+                        client_keep_alive,
+                        &mut out,
+                    );
+                    let final_head = FinalHead {
+                        out,
+                        status: head.status,
+                        body: head.body,
+                        dechunk,
+                        client_keep_alive,
+                        upstream_keep_alive: head.keep_alive,
+                    };
+                    response.consume(head.len);
+                    return Ok(HeadEvent::Final(final_head));
+                }
+            }
+        }
+
+        let timeout = match until_continue {
+            true => deadline.next_read().min(EXPECT_CONTINUE_WAIT),
+            false => deadline.next_read(),
+        };
+        let read = response
+            .read_more(upstream, capacity_max, timeout, &mut conn.canceller)
+            .await;
+        match read {
+            Ok(0) | Err(ReadError::Io(_)) if response.is_empty() && !interim_sent => {
+                let error =
+                    ProxyError::provider(502, "provider closed the connection without a response");
+                return Err(Failure::Unsent {
+                    error,
+                    reached: true,
+                });
+            }
+            Ok(0) | Err(ReadError::Io(_)) => {
+                let error = ProxyError::provider(502, "provider response cut short");
+                return Err(fail(interim_sent, error));
+            }
+            Err(ReadError::TimedOut)
+                if until_continue && response.is_empty() && Instant::now() < deadline.at =>
+            {
+                return Ok(HeadEvent::Continue);
+            }
+            Err(ReadError::TimedOut) => return Err(fail(interim_sent, deadline.error())),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Streams the response body to the client.
+async fn relay_response(
+    conn: &mut Conn,
+    upstream: &mut TcpStream,
+    response: &mut Inbound,
+    head: &FinalHead,
+    deadline: Deadline,
+) -> Result<(), Failure> {
+    // TODO: apply the request deadline to the body too; for now each read
+    // of the body has the per-read timeout only.
+    let timeout = deadline.per_read;
+    let client = &mut conn.client;
+    let canceller = &mut conn.canceller;
+    let relayed = match head.body {
+        BodyLength::Empty => Ok(()),
+        BodyLength::Fixed(length) => {
+            relay::fixed(upstream, client, response, length, timeout, canceller).await
+        }
+        BodyLength::Chunked => {
+            let out = if head.dechunk {
+                ChunkedOut::Decoded
+            } else {
+                ChunkedOut::AsReceived
+            };
+            relay::chunked(upstream, client, response, out, timeout, canceller).await
+        }
+        BodyLength::UntilClose => {
+            relay::until_close(upstream, client, response, timeout, canceller).await
+        }
+    };
+    relayed.map_err(|error| {
+        tracing::debug!(?error, "response body relay failed");
+        Failure::Abort
+    })
+}
+
+fn unsent(reason: &str) -> Failure {
+    Failure::Unsent {
+        error: ProxyError::provider(502, format!("provider connection failed: {reason}")),
+        reached: false,
+    }
+}
