@@ -109,6 +109,11 @@ pub struct Config {
     #[arg(long, env = "CROUPIER_NO_FORWARDED_HEADERS")]
     pub no_forwarded_headers: bool,
 
+    /// On SIGTERM or SIGINT, how long in-flight requests get to finish before croupier
+    /// exits anyway, in ms. A second signal exits at once.
+    #[arg(long, default_value_t = 10_000, env = "CROUPIER_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: u64,
+
     /// Most topics the table holds (507 past it).
     #[arg(long, default_value_t = 4_096, env = "CROUPIER_TOPICS_MAX")]
     pub topics_max: usize,

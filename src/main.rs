@@ -3,8 +3,11 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
 use croupier::config::Config;
+use croupier::runtime::DrainEnd;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -25,11 +28,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(error) = croupier::runtime::start(config) {
-        eprintln!("croupier: {error}");
-        return ExitCode::from(1);
-    }
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let running = match croupier::runtime::start(config) {
+        Ok(running) => running,
+        Err(error) => {
+            eprintln!("croupier: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let signal = signals.wait();
-    tracing::info!(signal, "stopping");
+    tracing::info!(signal, "stopping: finishing in-flight requests");
+    match running.drain(&signals, drain_timeout) {
+        DrainEnd::Clean => tracing::info!("stopped"),
+        DrainEnd::TimedOut => {
+            tracing::warn!("drain timeout passed; stopping with requests in flight")
+        }
+        DrainEnd::Signalled => tracing::warn!("second signal; stopping at once"),
+    }
     ExitCode::SUCCESS
 }

@@ -107,6 +107,14 @@ pub struct ProviderStats {
 /// Messages from the sequencer to each core.
 #[derive(Debug)]
 pub enum CoreMsg {
-    Apply { seq: u64, change: TableChange },
-    Report { seq: u64 },
+    Apply {
+        seq: u64,
+        change: TableChange,
+    },
+    Report {
+        seq: u64,
+    },
+    /// Stop accepting, finish what is in flight, close idle connections
+    /// (sent by the main thread on SIGTERM or SIGINT).
+    Drain,
 }

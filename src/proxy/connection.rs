@@ -18,6 +18,7 @@ use crate::error::ProxyError;
 use crate::http1::encode::{self, ForwardHeaders};
 use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
 use crate::http1::{BodyLength, Version};
+use crate::runtime::drain::or_drain;
 use crate::runtime::worker::Worker;
 
 /// Paths under this prefix are croupier's own and never forwarded.
@@ -107,13 +108,15 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
             let idle = worker.config.idle_timeout();
-            match monoio::time::timeout(idle, conn.client.readable(false)).await {
-                Ok(Ok(())) => {}
+            let wait = monoio::time::timeout(idle, conn.client.readable(false));
+            match or_drain(&worker.drain, wait).await {
+                Some(Ok(Ok(()))) => {}
+                // Idle past the timeout, gone, or the core is draining.
                 _ => break,
             }
         }
         conn.inbound.ensure_buffer(&worker.bufs);
-        if serve_request(&mut conn, &worker).await == Next::Close {
+        if serve_request(&mut conn, &worker).await == Next::Close || worker.drain.is_raised() {
             break;
         }
     }
@@ -176,7 +179,9 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
         Ok(Some(head)) => head,
         Err(error) => return Some(Dispatch::Reject(ProxyError::from_request_head(error))),
     };
-    let info = RequestInfo::of(&head);
+    let mut info = RequestInfo::of(&head);
+    // A draining core answers what it has and then closes, saying so.
+    info.keep_alive &= !worker.drain.is_raised();
 
     if is_control_path(head.target) {
         return Some(Dispatch::Control(ControlRequest::of(&head, info)));

@@ -1,16 +1,19 @@
 //! Starting croupier: the driver, the listeners, the control plane, and one
 //! pinned thread per core, each running its own monoio runtime.
 
+pub mod drain;
 pub mod signals;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
+use crate::control::CoreMsg;
 use crate::control::plane::{self, Policy};
 use crate::listener;
 use worker::Worker;
@@ -87,9 +90,54 @@ pub fn choose_driver(choice: DriverChoice) -> Result<Driver, StartError> {
     }
 }
 
-/// Runs croupier until the process is told to stop. Returns once every core
-/// is serving; the threads keep running after that.
-pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+/// The running cores, as the main thread holds them.
+pub struct Running {
+    cores: Vec<flume::Sender<CoreMsg>>,
+    drained: flume::Receiver<usize>,
+}
+
+/// How a drain ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Every core finished its connections.
+    Clean,
+    /// The drain timeout passed first.
+    TimedOut,
+    /// Another stop signal came first.
+    Signalled,
+}
+
+impl Running {
+    /// Tells every core to drain, then waits for all of them, the timeout,
+    /// or another signal, whichever comes first.
+    pub fn drain(&self, signals: &signals::StopSignals, timeout: Duration) -> DrainEnd {
+        for core in &self.cores {
+            let _ = core.send(CoreMsg::Drain);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut left = self.cores.len();
+        loop {
+            while self.drained.try_recv().is_ok() {
+                left -= 1;
+            }
+            if left == 0 {
+                return DrainEnd::Clean;
+            }
+            if Instant::now() >= deadline {
+                return DrainEnd::TimedOut;
+            }
+            // Short waits: the signal wait is also how the drained reports
+            // get looked at.
+            if signals.wait_for(Duration::from_millis(20)).is_some() {
+                return DrainEnd::Signalled;
+            }
+        }
+    }
+}
+
+/// Starts croupier. Returns once every core is serving; the threads keep
+/// running after that.
+pub fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let cores = match config.cores {
         Some(cores) => usize::from(cores),
@@ -116,27 +164,28 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
         topics_max: config.topics_max,
         providers_per_topic_max: config.providers_per_topic_max,
     };
-    plane::spawn(policy, control_rx, core_txs)
+    plane::spawn(policy, control_rx, core_txs.clone())
         .map_err(|e| StartError(format!("cannot start the control plane: {e}")))?;
 
     let (ready_tx, ready_rx) = flume::unbounded::<Result<(), String>>();
-    let mut threads = Vec::with_capacity(cores);
+    let (drained_tx, drained_rx) = flume::unbounded();
     for (id, (listener, inbox)) in listeners.into_iter().zip(core_rxs).enumerate() {
         let config = config.clone();
         let control = control_tx.clone();
         let ready = ready_tx.clone();
+        let drained = drained_tx.clone();
         let cpu = if cpus.is_empty() {
             None
         } else {
             Some(cpus[id % cpus.len()])
         };
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("croupier-core-{id}"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     core_affinity::set_for_current(cpu);
                 }
-                let worker = Rc::new(Worker::new(id, config, control, cores));
+                let worker = Rc::new(Worker::new(id, config, control, cores, drained));
                 let ready_on_error = ready.clone();
                 let serve = async move {
                     let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -168,7 +217,6 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
                 }
             })
             .map_err(|e| StartError(format!("cannot start core {id}: {e}")))?;
-        threads.push(thread);
     }
     drop(ready_tx);
     for _ in 0..cores {
@@ -180,5 +228,8 @@ pub fn start(config: Config) -> Result<Vec<std::thread::JoinHandle<()>>, StartEr
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), cores, driver = %driver, listen = %addr,
         "croupier is serving");
-    Ok(threads)
+    Ok(Running {
+        cores: core_txs,
+        drained: drained_rx,
+    })
 }

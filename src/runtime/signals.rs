@@ -35,6 +35,18 @@ pub fn block() -> io::Result<StopSignals> {
 }
 
 impl StopSignals {
+    /// Waits up to `timeout` for SIGINT or SIGTERM.
+    pub fn wait_for(&self, timeout: std::time::Duration) -> Option<i32> {
+        let spec = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `self.set` was initialised in `block`; `spec` is a valid
+        // timespec; a null info pointer is allowed.
+        let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &spec) };
+        (signal > 0).then_some(signal)
+    }
+
     /// Waits for SIGINT or SIGTERM and returns its number.
     pub fn wait(&self) -> i32 {
         let mut signal: libc::c_int = 0;

@@ -22,6 +22,7 @@ use crate::metrics::{CoreMetrics, bump};
 use crate::proxy::buffer::BufPool;
 use crate::proxy::connection;
 use crate::router::table::Table;
+use crate::runtime::drain::{Drain, or_drain};
 use crate::upstream::pool::Pool;
 
 /// How often idle upstream connections past their timeout are closed.
@@ -40,10 +41,21 @@ pub struct Worker {
     /// `--max-connections`.
     pub connections: Cell<usize>,
     pub connections_max: usize,
+    /// Raised when the process is stopping.
+    pub drain: Drain,
+    /// Where this core reports, once draining, that its last connection
+    /// closed.
+    drained: flume::Sender<usize>,
 }
 
 impl Worker {
-    pub fn new(id: usize, config: Arc<Config>, control: ControlSender, cores: usize) -> Self {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        control: ControlSender,
+        cores: usize,
+        drained: flume::Sender<usize>,
+    ) -> Self {
         let connections_max = config.max_connections.div_ceil(cores).max(1);
         Worker {
             id,
@@ -56,6 +68,8 @@ impl Worker {
             metrics: CoreMetrics::default(),
             connections: Cell::new(0),
             connections_max,
+            drain: Drain::default(),
+            drained,
         }
     }
 
@@ -64,11 +78,22 @@ impl Worker {
         monoio::spawn(self.clone().apply_changes(inbox));
         monoio::spawn(self.clone().sweep_pool());
         self.accept_loop(listener).await;
+        // Draining: the runtime must outlive the accept loop, or the
+        // requests still in flight would be dropped with it. The main thread
+        // ends the process.
+        std::future::pending::<()>().await;
     }
 
     async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let Some(accepted) = or_drain(&self.drain, listener.accept()).await else {
+                // Draining: closing the listener makes new connections fail
+                // fast instead of queueing for a core that will not serve.
+                drop(listener);
+                self.report_if_drained();
+                return;
+            };
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors, typically: back off briefly rather
@@ -91,6 +116,7 @@ impl Worker {
             monoio::spawn(async move {
                 connection::serve(stream, peer, worker.clone()).await;
                 worker.connections.set(worker.connections.get() - 1);
+                worker.report_if_drained();
             });
         }
     }
@@ -111,7 +137,14 @@ impl Worker {
                     let rows = self.stats();
                     let _ = self.control.send(ControlMsg::Stats { seq, rows });
                 }
+                CoreMsg::Drain => self.drain.raise(),
             }
+        }
+    }
+
+    fn report_if_drained(&self) {
+        if self.drain.is_raised() && self.connections.get() == 0 {
+            let _ = self.drained.send(self.id);
         }
     }
 

@@ -18,15 +18,17 @@ memory each idle connection costs.
 
 Every process started here is stopped at exit, on error and on Ctrl-C; the
 files live in one temp dir that is removed at the end (--keep-temp keeps it).
+
+Beside this file: prereqs.py (tools, the croupier build, machine facts),
+targets.py (backends and proxies), procs.py (child processes and /proc),
+wrk.py (running wrk and reading its report), report.py (the tables),
+hold_conns.py (the idle clients of the memory test), and the nginx and HAProxy
+config templates.
 """
 
 import argparse
-import datetime
-import http.client
 import json
 import os
-import platform
-import re
 import resource
 import select
 import shutil
@@ -36,36 +38,32 @@ import sys
 import tempfile
 import time
 
+import prereqs
 import procs
 import report
+import targets as tg
 import wrk
+from procs import BenchError, say
+from targets import CONN_HEADROOM, TOPIC
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-
-TOPIC = "bench"
-BODY_16 = "0123456789abcdef"
-BODY_4K = BODY_16 * 256
-BODIES = {"/16": BODY_16.encode(), "/4k": BODY_4K.encode()}
 
 # (label, path, body bytes) × (connections, wrk threads)
 BODY_CASES = [("16 B", "/16", 16), ("4 KiB", "/4k", 4096)]
 CONN_CASES = [(64, 2), (1, 1)]
 
-FD_LIMIT = 65536
-# Lease long enough to outlive any run: croupier must not drop a backend mid-round.
-ANNOUNCE_TTL_S = 3600
-ANNOUNCE_TIMEOUT_S = 15.0
-# Headroom over the idle connections for wrk and the upstream pools.
-CONN_HEADROOM = 2048
 # Time for a proxy to settle after the idle clients arrive, before RSS is read.
 MEMORY_SETTLE_S = 1.0
 HOLDER_TIMEOUT_S = 90.0
-REQUEST_TIMEOUT_S = 5.0
-
-
-class BenchError(RuntimeError):
-    """A failure the bench explains in one message and exits 1 on."""
+# A round in which processes other than the target, the backends and wrk took
+# more than this share of the machine's CPU time (a colleague's build, say), or
+# the hypervisor stole more than this, is reported as disturbed.
+OTHER_LOAD_PCT_MAX = 10.0
+STEAL_PCT_MAX = 5.0
+# Before the rounds, the machine is sampled this long; above this share busy the
+# bench warns that something else is running.
+BUSY_SAMPLE_S = 1.0
+BUSY_PCT_WARN = 20.0
 
 
 def parse_args():
@@ -81,8 +79,12 @@ def parse_args():
     p.add_argument("--croupier-args", default="", help="extra croupier options, one string")
     p.add_argument("--no-croupier", action="store_true", help="benchmark the others only")
     p.add_argument("--build", action="store_true", help="run cargo build --release first")
-    p.add_argument("--l4", default=None, help="bare TCP relay for the floor row "
-                   "(default target/release/l4-relay, skipped when absent)")
+    p.add_argument(
+        "--l4",
+        default=None,
+        help="bare TCP relay for the floor row "
+        "(default target/release/l4-relay, skipped when absent)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 2 s rounds, 1 round")
     p.add_argument("--skip-memory", action="store_true", help="skip the idle-connection test")
     p.add_argument("--idle-conns", type=int, default=5000, help="memory test connections")
@@ -95,238 +97,6 @@ def parse_args():
     if args.cores < 1 or args.duration < 1 or args.rounds < 1 or args.idle_conns < 1:
         p.error("--cores, --duration, --rounds and --idle-conns must be at least 1")
     return args
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- tools
-
-
-def find_tool(name):
-    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
-    return shutil.which(name, path=path)
-
-
-def ensure_tools():
-    """Install nginx, HAProxy and wrk from Debian's packages where missing."""
-    missing = [t for t in ("nginx", "haproxy", "wrk") if not find_tool(t)]
-    if missing:
-        if os.geteuid() != 0:
-            raise BenchError(f"missing {', '.join(missing)}; run as root to apt-get install them")
-        say(f"installing {' '.join(missing)} with apt-get")
-        # A policy-rc.d that says 101 keeps the packages' system services from
-        # starting: this bench runs its own instances and wants no others around.
-        policy = "/usr/sbin/policy-rc.d"
-        made_policy = not os.path.exists(policy)
-        if made_policy:
-            with open(policy, "w") as f:
-                f.write("#!/bin/sh\n# written by croupier tools/bench during apt-get\nexit 101\n")
-            os.chmod(policy, 0o755)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        try:
-            for argv in (["apt-get", "update"], ["apt-get", "install", "-y", *missing]):
-                if subprocess.run(argv, env=env, stdout=sys.stderr).returncode != 0:
-                    raise BenchError(f"`{' '.join(argv)}` failed")
-        finally:
-            if made_policy:
-                os.remove(policy)
-    tools = {t: find_tool(t) for t in ("nginx", "haproxy", "wrk")}
-    for name, path in tools.items():
-        if not path:
-            raise BenchError(f"{name} still missing after apt-get install")
-    return tools
-
-
-def ensure_croupier(args):
-    """The croupier binary to run, built when it is the default one and missing."""
-    default = os.path.join(REPO, "target", "release", "croupier")
-    path = os.path.abspath(args.croupier) if args.croupier else default
-    if args.build or (path == default and not os.path.exists(path)):
-        say("building croupier: cargo build --release (a few minutes on 2 cores)")
-        cargo = find_tool("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
-        rc = subprocess.run([cargo, "build", "--release"], cwd=REPO, stdout=sys.stderr).returncode
-        if rc != 0:
-            raise BenchError(
-                "cargo build --release failed (see above); fix the build, point --croupier "
-                "at a binary, or pass --no-croupier to benchmark nginx and HAProxy alone"
-            )
-    if not os.access(path, os.X_OK):
-        raise BenchError(
-            f"no croupier binary at {path}; build it, give --croupier PATH, "
-            "or pass --no-croupier to benchmark nginx and HAProxy alone"
-        )
-    return path
-
-
-def version_of(argv):
-    try:
-        out = subprocess.run(argv, capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    text = (out.stdout + out.stderr).decode("utf-8", "replace").strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
-# ---------------------------------------------------------------- targets
-
-
-class Target:
-    """Something wrk can be pointed at: a backend itself, or a proxy process."""
-
-    def __init__(self, name, port, proc=None, has_workers=False):
-        self.name = name
-        self.port = port
-        self.proc = proc
-        # nginx does its work in the children of the master; the master idles.
-        self.has_workers = has_workers
-        self.failure = None
-
-    def cpu_pids(self):
-        if self.proc is None:
-            return []
-        if self.has_workers:
-            return procs.children_of(self.proc.pid)
-        return [self.proc.pid]
-
-    def rss_pids(self):
-        if self.has_workers:
-            return [self.proc.pid] + procs.children_of(self.proc.pid)
-        return [self.proc.pid]
-
-
-def fill(template_name, path, values):
-    with open(os.path.join(HERE, template_name)) as f:
-        text = f.read()
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", str(value))
-    leftover = re.search(r"@[A-Z0-9_]+@", text)
-    if leftover:
-        raise BenchError(f"{template_name}: placeholder {leftover.group()} was not filled")
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def start_nginx(children, tools, tmp, name, template, values, nginx_has_e):
-    conf = os.path.join(tmp, f"{name}.conf")
-    os.makedirs(os.path.join(tmp, f"{name}.tmp"), exist_ok=True)
-    fill(template, conf, dict(values, DIR=tmp, NAME=name))
-    argv = [tools["nginx"], "-p", tmp, "-c", conf]
-    if nginx_has_e:
-        # Otherwise nginx opens its compiled-in error log before reading the conf.
-        argv += ["-e", os.path.join(tmp, f"{name}.error.log")]
-    proc = children.start(name, argv, os.path.join(tmp, f"{name}.log"))
-    procs.wait_listening(proc, values["PORT"])
-    return proc
-
-
-def http_request(port, method, path, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-    try:
-        headers = {"croupier-topic": TOPIC}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def announce(port, backend_ports):
-    """Announce both backends to croupier, retrying while it is still starting."""
-    for backend in backend_ports:
-        body = json.dumps(
-            {"topic": TOPIC, "host": "127.0.0.1", "port": backend, "ttl": ANNOUNCE_TTL_S}
-        )
-        deadline = time.monotonic() + ANNOUNCE_TIMEOUT_S
-        while True:
-            try:
-                status, reply = http_request(port, "POST", "/_croupier/announce", body)
-                if status == 200 and json.loads(reply).get("result") == "ok":
-                    break
-                problem = f"status {status}: {reply[:200]!r}"
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                problem = str(e)
-            if time.monotonic() > deadline:
-                raise BenchError(f"croupier refused the announce of port {backend}: {problem}")
-            time.sleep(0.2)
-
-
-def check_answers(target):
-    """A few requests of each body through the target, to both backends when it
-    balances; a wrong answer here would make every later figure meaningless."""
-    for path, body in BODIES.items():
-        for _ in range(4):
-            try:
-                status, got = http_request(target.port, "GET", path)
-            except (OSError, http.client.HTTPException) as e:
-                raise BenchError(f"{target.name}: GET {path} failed: {e}")
-            if status != 200 or got != body:
-                raise BenchError(
-                    f"{target.name}: GET {path} answered {status} with {len(got)} bytes "
-                    f"({got[:120]!r}); expected 200 with {len(body)} bytes"
-                )
-
-
-def start_targets(children, args, tools, tmp, croupier_path, l4_path):
-    """Start the backends and every proxy; return (backend procs, targets)."""
-    ports = procs.free_ports(6)
-    b1, b2 = ports[0], ports[1]
-    nginx_version = version_of([tools["nginx"], "-v"])
-    nginx_has_e = _version_tuple(nginx_version) >= (1, 19, 5)
-
-    backends = []
-    for i, port in enumerate((b1, b2), start=1):
-        values = {"PORT": port, "BODY_16": BODY_16, "BODY_4K": BODY_4K}
-        backends.append(
-            start_nginx(children, tools, tmp, f"backend-{i}", "nginx-backend.conf", values,
-                        nginx_has_e)
-        )
-    targets = [Target("direct", b1)]
-
-    values = {
-        "PORT": ports[2],
-        "CORES": args.cores,
-        "BACKEND_1": b1,
-        "BACKEND_2": b2,
-        "WORKER_CONNECTIONS": args.idle_conns + CONN_HEADROOM,
-    }
-    proc = start_nginx(children, tools, tmp, "nginx-proxy", "nginx-proxy.conf", values,
-                       nginx_has_e)
-    targets.append(Target("nginx", ports[2], proc, has_workers=True))
-
-    cfg = os.path.join(tmp, "haproxy.cfg")
-    fill("haproxy.cfg", cfg, {"PORT": ports[3], "CORES": args.cores, "BACKEND_1": b1,
-                              "BACKEND_2": b2, "MAXCONN": args.idle_conns + CONN_HEADROOM})
-    proc = children.start("haproxy", [tools["haproxy"], "-db", "-f", cfg],
-                          os.path.join(tmp, "haproxy.log"))
-    procs.wait_listening(proc, ports[3])
-    targets.append(Target("HAProxy", ports[3], proc))
-
-    if croupier_path:
-        argv = [croupier_path, "--host", "127.0.0.1", "--cores", str(args.cores),
-                *args.croupier_args.split(), str(ports[4])]
-        proc = children.start("croupier", argv, os.path.join(tmp, "croupier.log"))
-        procs.wait_listening(proc, ports[4])
-        announce(ports[4], (b1, b2))
-        targets.append(Target("croupier", ports[4], proc))
-
-    if l4_path:
-        argv = [l4_path, "--listen", f"127.0.0.1:{ports[5]}", "--upstream", f"127.0.0.1:{b1}"]
-        proc = children.start("l4-relay", argv, os.path.join(tmp, "l4-relay.log"))
-        procs.wait_listening(proc, ports[5])
-        targets.append(Target("l4 floor", ports[5], proc))
-
-    for target in targets:
-        check_answers(target)
-    return backends, targets
-
-
-def _version_tuple(text):
-    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
-    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
 
 
 # ---------------------------------------------------------------- memory
@@ -345,11 +115,27 @@ def read_json_line(proc, timeout_s):
 def measure_memory(children, args, tmp, target):
     """RSS before and with args.idle_conns idle keep-alive clients."""
     before = procs.rss_kib(target.rss_pids())
-    argv = [sys.executable, os.path.join(HERE, "hold_conns.py"), "--port", str(target.port),
-            "--count", str(args.idle_conns), "--path", "/16", "--topic", TOPIC,
-            "--timeout-s", str(HOLDER_TIMEOUT_S - 10)]
-    holder = children.start("hold_conns", argv, os.path.join(tmp, "hold_conns.log"),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    argv = [
+        sys.executable,
+        os.path.join(HERE, "hold_conns.py"),
+        "--port",
+        str(target.port),
+        "--count",
+        str(args.idle_conns),
+        "--path",
+        "/16",
+        "--topic",
+        TOPIC,
+        "--timeout-s",
+        str(HOLDER_TIMEOUT_S - 10),
+    ]
+    holder = children.start(
+        "hold_conns",
+        argv,
+        os.path.join(tmp, "hold_conns.log"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         ready = read_json_line(holder, HOLDER_TIMEOUT_S)
         time.sleep(MEMORY_SETTLE_S)
@@ -365,13 +151,13 @@ def measure_memory(children, args, tmp, target):
         notes.append(f"{ready['failed']} failed: {ready['errors']}")
     if check["closed"]:
         notes.append(f"{check['closed']} closed by the proxy before the check")
-    held = check["alive"]
+    # Divide by the connections the proxy really held, not by those asked for.
+    alive = check["alive"]
     return {
         "rss_before_kib": before,
         "rss_after_kib": after,
-        "held": held,
-        "alive": held,
-        "kib_per_conn": (after - before) / held if held else None,
+        "alive": alive,
+        "kib_per_conn": (after - before) / alive if alive else None,
         "notes": "; ".join(notes),
     }
 
@@ -380,41 +166,83 @@ def measure_memory(children, args, tmp, target):
 
 
 def one_round(children, tools, tmp, target, backends, case, duration_s):
-    """One wrk run against target, with the CPU its processes spent meanwhile."""
-    body_label, path, body_bytes, conns, threads = case
+    """One wrk run against target, with the CPU its processes spent meanwhile,
+    and how much of the machine went to anything else (a disturbed round)."""
+    _, path, _, conns, threads = case
     pids = target.cpu_pids()
     backend_pids = [p for b in backends for p in procs.children_of(b.pid)]
-    cpu_before = procs.cpu_ticks(pids) if pids else None
+    cpu_before = procs.cpu_ticks(pids)
     backend_before = procs.cpu_ticks(backend_pids)
+    machine_before = procs.machine_ticks()
+    # wrk is the only child that ends during the round, so this delta is wrk's.
+    wrk_before = _children_cpu_s()
 
-    result = wrk.run(children, tools["wrk"], f"http://127.0.0.1:{target.port}{path}",
-                     threads, conns, duration_s, TOPIC, os.path.join(tmp, "wrk.log"))
+    result = wrk.run(
+        children,
+        tools["wrk"],
+        f"http://127.0.0.1:{target.port}{path}",
+        threads,
+        conns,
+        duration_s,
+        TOPIC,
+        os.path.join(tmp, "wrk.log"),
+    )
+
+    target_ticks = procs.cpu_ticks(pids) - cpu_before
+    backend_ticks = procs.cpu_ticks(backend_pids) - backend_before
+    machine = [b - a for a, b in zip(machine_before, procs.machine_ticks(), strict=True)]
+    wrk_ticks = (_children_cpu_s() - wrk_before) * procs.CLOCK_TICKS_PER_S
 
     result.pop("raw", None)
     result["warnings"] = []
-    requests = result["requests"]
+    result["disturbance"] = []
     if target.proc is not None and target.proc.poll() is not None:
         target.failure = f"exited with status {target.proc.returncode} during a round"
         raise wrk.WrkError(target.failure)
-    if pids:
-        if target.cpu_pids() != pids:
-            result["warnings"].append("worker processes changed during the round")
-        ticks = procs.cpu_ticks(pids) - cpu_before
-        result["cpu_us_per_req"] = ticks / procs.CLOCK_TICKS_PER_S * 1e6 / requests if requests else None
-    else:
-        result["cpu_us_per_req"] = None
-    ticks = procs.cpu_ticks(backend_pids) - backend_before
-    result["backend_us_per_req"] = ticks / procs.CLOCK_TICKS_PER_S * 1e6 / requests if requests else None
-    result["bytes_per_req"] = result["bytes_read"] / requests if requests else 0.0
+    requests = result["requests"]
     if not requests:
         result["failure"] = "no request completed"
+    if pids and target.cpu_pids() != pids:
+        result["warnings"].append("worker processes changed during the round")
+
+    def per_request_us(ticks):
+        return ticks / procs.CLOCK_TICKS_PER_S * 1e6 / requests if requests else None
+
+    result["cpu_us_per_req"] = per_request_us(target_ticks) if pids else None
+    result["backend_us_per_req"] = per_request_us(backend_ticks)
+    result["bytes_per_req"] = result["bytes_read"] / requests if requests else 0.0
+
+    busy, steal, total = machine
+    if total > 0:
+        other = busy - target_ticks - backend_ticks - wrk_ticks
+        result["other_pct"] = max(0.0, 100.0 * other / total)
+        result["steal_pct"] = 100.0 * steal / total
+        if result["other_pct"] > OTHER_LOAD_PCT_MAX:
+            result["disturbance"].append(f"other processes took {result['other_pct']:.0f}%")
+        if result["steal_pct"] > STEAL_PCT_MAX:
+            result["disturbance"].append(f"hypervisor steal {result['steal_pct']:.0f}%")
     return result
+
+
+def machine_busy_pct(sample_s):
+    before = procs.machine_ticks()
+    time.sleep(sample_s)
+    busy, _, total = [b - a for a, b in zip(before, procs.machine_ticks(), strict=True)]
+    return 100.0 * busy / total if total else 0.0
+
+
+def _children_cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_cases(children, args, tools, tmp, backends, targets):
     """Every case, every round, every target in turn; returns rounds[case][target]."""
-    cases = [(bl, path, bb, conns, threads)
-             for (bl, path, bb) in BODY_CASES for (conns, threads) in CONN_CASES]
+    cases = [
+        (bl, path, bb, conns, threads)
+        for (bl, path, bb) in BODY_CASES
+        for (conns, threads) in CONN_CASES
+    ]
     rounds = {}
     for case in cases:
         label = case_label(case)
@@ -422,8 +250,16 @@ def run_cases(children, args, tools, tmp, backends, targets):
         for target in targets:
             if args.warmup and not target.failure:
                 try:
-                    wrk.run(children, tools["wrk"], f"http://127.0.0.1:{target.port}{case[1]}",
-                            case[4], case[3], args.warmup, TOPIC, os.path.join(tmp, "wrk.log"))
+                    wrk.run(
+                        children,
+                        tools["wrk"],
+                        f"http://127.0.0.1:{target.port}{case[1]}",
+                        case[4],
+                        case[3],
+                        args.warmup,
+                        TOPIC,
+                        os.path.join(tmp, "wrk.log"),
+                    )
                 except wrk.WrkError as e:
                     say(f"[{label}] warm-up of {target.name} failed: {e}")
         for r in range(args.rounds):
@@ -441,10 +277,13 @@ def run_cases(children, args, tools, tmp, backends, targets):
                 rounds[label][target.name].append(res)
                 cpu = res["cpu_us_per_req"]
                 errs = res["non_2xx"] + sum(res["socket_errors"].values())
-                say(f"{tag}: {res['rps']:,.0f} req/s, p50 {res['p50_us']:,.0f} µs, "
+                say(
+                    f"{tag}: {res['rps']:,.0f} req/s, p50 {res['p50_us']:,.0f} µs, "
                     f"p99 {res['p99_us']:,.0f} µs"
                     + (f", CPU {cpu:.1f} µs/req" if cpu is not None else "")
-                    + (f", {errs} ERRORS" if errs else ""))
+                    + (f", {errs} ERRORS" if errs else "")
+                    + "".join(f" [disturbed: {d}]" for d in res["disturbance"])
+                )
     return cases, rounds
 
 
@@ -456,31 +295,6 @@ def case_label(case):
 # ---------------------------------------------------------------- report
 
 
-def machine_lines(tools, croupier_path, l4_path):
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True)
-    commit = git.stdout.strip() if git.returncode == 0 else "no commit"
-    lines = [
-        f"- machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {model}, "
-        f"Linux {platform.release()}",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"- nginx: {version_of([tools['nginx'], '-v'])}",
-        f"- HAProxy: {version_of([tools['haproxy'], '-v'])}",
-        f"- wrk: {version_of([tools['wrk'], '-v'])}",
-    ]
-    if croupier_path:
-        lines.append(f"- croupier: {version_of([croupier_path, '--version'])} (commit {commit})")
-    if l4_path:
-        lines.append(f"- l4 floor: {l4_path}")
-    return lines
-
-
 def build_report(args, tools, croupier_path, l4_path, cases, rounds, memory):
     out = ["## Benchmark", ""]
     out.append(
@@ -490,15 +304,17 @@ def build_report(args, tools, croupier_path, l4_path, cases, rounds, memory):
         f"median of {args.rounds} alternating round(s) of {args.duration} s. "
         "CPU µs/req is the proxy's own utime+stime per request (nginx: its workers); "
         "backends µs/req is what the two backends spent per request."
+        + (" The l4 floor is a bare TCP relay to the first backend only." if l4_path else "")
     )
     out.append("")
-    out += machine_lines(tools, croupier_path, l4_path)
+    out += prereqs.machine_lines(tools, croupier_path, l4_path)
 
     summaries = {}
     for case in cases:
         label = case_label(case)
-        summaries[label] = {name: report.summarize(rs, case[2])
-                            for name, rs in rounds[label].items()}
+        summaries[label] = {
+            name: report.summarize(rs, case[2]) for name, rs in rounds[label].items()
+        }
         out += ["", f"### {label}", ""]
         out += report.case_table(list(summaries[label].items()))
 
@@ -517,14 +333,54 @@ def build_report(args, tools, croupier_path, l4_path, cases, rounds, memory):
         if case[3] == 1:
             out += report.latency_added_rows(case[0], summaries[case_label(case)])
 
+    out += ["", "### Measurement notes", ""]
+    out += disturbance_lines(rounds)
+
     if memory:
         out += ["", f"### Memory: {args.idle_conns:,} idle keep-alive client connections", ""]
         out += report.memory_table(memory, args.idle_conns)
-        out += ["", "RSS is VmRSS (nginx: master + workers) right after start and a first "
+        out += [
+            "",
+            (
+                "RSS is VmRSS (nginx: master + workers) right after start and a first "
                 "request, then with the idle clients connected. nginx allocates its "
-                f"worker_connections slots ({args.idle_conns + CONN_HEADROOM:,} per worker here) "
-                "at start, so they count in its start RSS, not per connection."]
+                f"worker_connections slots ({args.idle_conns + CONN_HEADROOM:,} per worker "
+                "here) at start, so they count in its start RSS, not per connection."
+            ),
+        ]
     return "\n".join(out) + "\n", summaries
+
+
+def _pct_range(values):
+    low, high = round(min(values)), round(max(values))
+    return f"{low}%" if low == high else f"{low}–{high}%"
+
+
+def disturbance_lines(rounds):
+    """One line per case that had disturbed rounds: how many, and how much of
+    the machine other processes and the hypervisor took in them."""
+    lines = []
+    total = 0
+    for label, by_target in rounds.items():
+        measured = [r for rs in by_target.values() for r in rs if "other_pct" in r]
+        total += len(measured)
+        hit = [r for r in measured if r.get("disturbance")]
+        if hit:
+            other = _pct_range([r["other_pct"] for r in hit])
+            steal = _pct_range([r["steal_pct"] for r in hit])
+            lines.append(
+                f"- {label}: {len(hit)} of {len(measured)} rounds disturbed; other processes "
+                f"took {other} of the CPU, hypervisor steal {steal}"
+            )
+    if not lines:
+        return [f"No round of {total} was disturbed by other processes or by hypervisor steal."]
+    head = (
+        f"A round counts as disturbed when other processes took more than "
+        f"{OTHER_LOAD_PCT_MAX:.0f}% of the CPU or the hypervisor stole more than "
+        f"{STEAL_PCT_MAX:.0f}%; its figures deserve less trust. "
+        "Details per round are in --json."
+    )
+    return [head, ""] + lines
 
 
 # ---------------------------------------------------------------- main
@@ -541,46 +397,81 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     try:
-        tools = ensure_tools()
-        croupier_path = None if args.no_croupier else ensure_croupier(args)
-        l4_path = os.path.abspath(args.l4) if args.l4 else os.path.join(REPO, "target", "release",
-                                                                        "l4-relay")
+        tools = prereqs.ensure_tools()
+        croupier_path = None if args.no_croupier else prereqs.ensure_croupier(args)
+        l4_path = (
+            os.path.abspath(args.l4)
+            if args.l4
+            else os.path.join(prereqs.REPO, "target", "release", "l4-relay")
+        )
         if not os.access(l4_path, os.X_OK):
             if args.l4:
                 raise BenchError(f"--l4 {args.l4}: no executable there")
             l4_path = None
 
-        # Children inherit the limit: croupier needs it for the idle clients.
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, max(hard, FD_LIMIT)))
+        args.fd_limit = prereqs.raise_fd_limit(args.idle_conns + CONN_HEADROOM)
 
         tmp = tempfile.mkdtemp(prefix="croupier-bench.")
         say(f"temp dir {tmp}")
-        backends, targets = start_targets(children, args, tools, tmp, croupier_path, l4_path)
-        say("targets up: " + ", ".join(f"{t.name} :{t.port}" for t in targets))
+        backends, backend_ports = tg.start_backends(children, tools, tmp)
+        proxies = (children, args, tools, tmp, backend_ports, croupier_path, l4_path)
 
+        # The memory test gets proxies of its own, so the thousands of connections
+        # it opens and closes leave no trace in the throughput rounds, and the rounds
+        # none in its start RSS.
         memory = []
         if not args.skip_memory:
+            targets = tg.start_proxies(*proxies, "memory")
             for target in targets:
                 if target.proc is None:
                     continue
                 say(f"memory: {args.idle_conns} idle connections to {target.name}")
                 memory.append((target.name, measure_memory(children, args, tmp, target)))
+            tg.stop_proxies(children, targets)
 
+        busy = machine_busy_pct(BUSY_SAMPLE_S)
+        if busy > BUSY_PCT_WARN:
+            say(
+                f"warning: the machine is {busy:.0f}% busy before the rounds start; "
+                "expect disturbed rounds (see the measurement notes)"
+            )
+
+        targets = tg.start_proxies(*proxies, "rounds")
+        say("targets up: " + ", ".join(f"{t.name} :{t.port}" for t in targets))
         cases, rounds = run_cases(children, args, tools, tmp, backends, targets)
         text, summaries = build_report(args, tools, croupier_path, l4_path, cases, rounds, memory)
         print(text)
+        flagged = sorted(
+            {
+                name
+                for by_name in summaries.values()
+                for name, summary in by_name.items()
+                if summary["problems"]
+            }
+        )
+        if flagged:
+            say(f"flagged with errors: {', '.join(flagged)} (see the errors columns)")
         if args.out:
             with open(args.out, "w") as f:
                 f.write(text)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"args": vars(args), "rounds": rounds, "memory": dict(memory),
-                           "summaries": summaries}, f, indent=1)
+                json.dump(
+                    {
+                        "args": vars(args),
+                        "rounds": rounds,
+                        "memory": dict(memory),
+                        "summaries": summaries,
+                    },
+                    f,
+                    indent=1,
+                )
         return 0
     except RuntimeError as e:
         # BenchError, wrk.WrkError and start-up failures: one message, exit 1.
         say(f"tools/bench: {e}")
+        if tmp and not args.keep_temp:
+            say("(rerun with --keep-temp to keep the configs and logs)")
         return 1
     except KeyboardInterrupt:
         say("tools/bench: interrupted")

@@ -55,7 +55,7 @@ def bump(errors, reason):
 class Conn:
     """One client connection and the bytes of its single response so far."""
 
-    __slots__ = ("sock", "state", "inbox", "body_left")
+    __slots__ = ("body_left", "inbox", "sock", "state")
 
     def __init__(self, sock):
         self.sock = sock

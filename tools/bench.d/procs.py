@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -22,11 +23,23 @@ STOP_GRACE_S = 3.0
 LISTEN_TIMEOUT_S = 15.0
 
 PR_SET_PDEATHSIG = 1
+
+
+class BenchError(RuntimeError):
+    """A failure the bench explains in one message and exits 1 on."""
+
+
+def say(msg):
+    """Progress and warnings go to stderr; stdout carries only the report."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _child_setup():
-    # Runs in the child between fork and exec: die with the parent.
+    # Runs in the child between fork and exec: die with the parent. (preexec_fn
+    # is unsafe only in a threaded parent; the bench has one thread.)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -152,22 +165,39 @@ def children_of(pid):
 
 
 def cpu_ticks(pids):
-    """utime + stime of each pid, summed. For a thread group leader these
-    already add up every thread of the process, live or exited."""
+    """utime + stime of each pid, summed, in clock ticks. For a thread group
+    leader these already add up every thread of the process, live or exited.
+    A pid that is gone counts 0 (callers notice the changed pid set)."""
     total = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
         total += int(fields[11]) + int(fields[12])
     return total
 
 
+def machine_ticks():
+    """(busy, steal, total) clock ticks of all CPUs since boot, from /proc/stat.
+    busy is user + nice + system + irq + softirq."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
 def rss_kib(pids):
-    """VmRSS of each pid, summed, in KiB."""
+    """VmRSS of each pid, summed, in KiB; a pid that is gone counts 0."""
     total = 0
     for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    break
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
     return total

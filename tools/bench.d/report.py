@@ -27,11 +27,11 @@ def summarize(rounds, body_bytes):
         summary[key] = median(values) if values else None
 
     problems = []
-    non_2xx = sum(r.get("non_2xx", 0) for r in ok)
+    non_2xx = sum(r.get("non_2xx", 0) for r in rounds)
     if non_2xx:
         problems.append(f"{non_2xx} non-2xx")
     socket_errors = {}
-    for r in ok:
+    for r in rounds:
         for kind, count in r.get("socket_errors", {}).items():
             socket_errors[kind] = socket_errors.get(kind, 0) + count
     for kind, count in sorted(socket_errors.items()):
@@ -108,8 +108,10 @@ def ratio_rows(case_label, subject, by_name):
 
 
 RATIO_HEADER = [
-    "| case | against | req/s ratio (>1 better) | CPU/req ratio (<1 better) "
-    "| p99 ratio (<1 better) |",
+    (
+        "| case | against | req/s ratio (>1 better) | CPU/req ratio (<1 better) "
+        "| p99 ratio (<1 better) |"
+    ),
     "|---|---|--:|--:|--:|",
 ]
 
@@ -137,8 +139,10 @@ LATENCY_ADDED_HEADER = [
 
 def memory_table(memory, idle_conns):
     lines = [
-        f"| target | RSS at start KiB | RSS with {idle_conns:,} idle KiB "
-        "| KiB per idle connection | idle connections held | notes |",
+        (
+            f"| target | RSS at start KiB | RSS with {idle_conns:,} idle KiB "
+            "| KiB per idle connection | idle connections held | notes |"
+        ),
         "|---|--:|--:|--:|--:|---|",
     ]
     for name, m in memory:

@@ -39,26 +39,26 @@ def parse(output):
     """Figures from one wrk --latency report, as a dict."""
     result = {"non_2xx": 0, "socket_errors": {}}
 
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     if "50" not in percentiles or "99" not in percentiles:
         raise WrkError("no latency distribution in wrk output (was --latency given?)")
     result["p50_us"] = _time_us(percentiles["50"])
     result["p99_us"] = _time_us(percentiles["99"])
 
-    m = re.search(r"^\s+(\d+) requests in ([\d.]+\w+), (\S+) read\s*$", output, re.M)
+    m = re.search(r"^\s+(\d+) requests in ([\d.]+\w+), (\S+) read\s*$", output, re.MULTILINE)
     if not m:
         raise WrkError("no 'N requests in' line in wrk output")
     result["requests"] = int(m.group(1))
     result["elapsed_s"] = _time_us(m.group(2)) / 1e6
     result["bytes_read"] = _size_b(m.group(3))
 
-    m = re.search(r"^Requests/sec:\s+([\d.]+)\s*$", output, re.M)
+    m = re.search(r"^Requests/sec:\s+([\d.]+)\s*$", output, re.MULTILINE)
     if not m:
         raise WrkError("no 'Requests/sec' line in wrk output")
     result["rps"] = float(m.group(1))
 
     # Printed only when some count is non-zero.
-    m = re.search(r"Socket errors: (.*)$", output, re.M)
+    m = re.search(r"Socket errors: (.*)$", output, re.MULTILINE)
     if m:
         for kind, count in re.findall(r"(\w+) (\d+)", m.group(1)):
             if int(count):
@@ -86,7 +86,7 @@ def run(children, wrk_path, url, threads, conns, duration_s, topic, log_path):
         out, _ = proc.communicate(timeout=duration_s + OVERRUN_S)
     except subprocess.TimeoutExpired:
         children.stop(proc)
-        raise WrkError(f"wrk against {url} did not finish in {duration_s + OVERRUN_S} s")
+        raise WrkError(f"wrk against {url} did not finish in {duration_s + OVERRUN_S} s") from None
     children.forget(proc)
     text = out.decode("utf-8", "replace")
     with open(log_path, "a") as log:
