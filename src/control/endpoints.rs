@@ -68,7 +68,7 @@ pub async fn handle(conn: &mut Conn, worker: &Worker, request: ControlRequest) -
 
     let reply = route(conn, worker, &request, &body).await;
     let keep = info.keep_alive;
-    let mut out = worker.bufs.take();
+    let mut out = worker.bufs.take_head();
     let allow: &[(&str, &str)] = match reply.status {
         405 if is_mutation(&request.path) => &[("allow", "POST")],
         405 => &[("allow", "GET, HEAD")],

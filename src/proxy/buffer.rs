@@ -23,17 +23,30 @@ use monoio::net::TcpStream;
 /// to the head limit, and such a buffer is not returned to the pool.
 pub const BUF_BYTES: usize = 16 * 1024;
 
-/// Most buffers kept free per core; the rest are freed, so a burst does not
-/// pin its peak memory for ever.
-pub const FREE_BUFS_MAX: usize = 1024;
+/// Most read buffers kept free per core (1 MiB); the rest are freed, so a
+/// burst does not pin its peak memory for ever.
+pub const FREE_BUFS_MAX: usize = 64;
 
-/// A core's free buffers.
+/// Initial size of a buffer for a head croupier writes, in bytes: most
+/// heads fit; a larger one grows its buffer.
+pub const HEAD_BUF_BYTES: usize = 1024;
+
+/// Largest head buffer taken back into the pool, in bytes.
+const HEAD_BUF_KEPT_MAX: usize = 8 * 1024;
+
+/// Most head buffers kept free per core.
+const FREE_HEAD_BUFS_MAX: usize = 256;
+
+/// A core's free buffers: read buffers, and small ones for the heads
+/// croupier writes.
 #[derive(Default)]
 pub struct BufPool {
     free: RefCell<Vec<Vec<u8>>>,
+    free_heads: RefCell<Vec<Vec<u8>>>,
 }
 
 impl BufPool {
+    /// A read buffer of [`BUF_BYTES`].
     pub fn take(&self) -> Vec<u8> {
         self.free
             .borrow_mut()
@@ -41,11 +54,25 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
     }
 
+    /// An empty buffer to write a head into.
+    pub fn take_head(&self) -> Vec<u8> {
+        let free = self.free_heads.borrow_mut().pop();
+        free.unwrap_or_else(|| Vec::with_capacity(HEAD_BUF_BYTES))
+    }
+
+    /// Takes back a buffer of either kind.
     pub fn put(&self, mut buf: Vec<u8>) {
-        let mut free = self.free.borrow_mut();
-        if buf.capacity() == BUF_BYTES && free.len() < FREE_BUFS_MAX {
-            buf.clear();
-            free.push(buf);
+        buf.clear();
+        if buf.capacity() == BUF_BYTES {
+            let mut free = self.free.borrow_mut();
+            if free.len() < FREE_BUFS_MAX {
+                free.push(buf);
+            }
+        } else if (HEAD_BUF_BYTES..=HEAD_BUF_KEPT_MAX).contains(&buf.capacity()) {
+            let mut free = self.free_heads.borrow_mut();
+            if free.len() < FREE_HEAD_BUFS_MAX {
+                free.push(buf);
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::ProxyError;
 use crate::http1::encode::{self, ForwardHeaders};
 use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
 use crate::http1::{BodyLength, Version};
-use crate::runtime::drain::or_drain;
+use crate::runtime::drain::unless;
 use crate::runtime::worker::Worker;
 
 /// Paths under this prefix are croupier's own and never forwarded.
@@ -107,16 +107,18 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
-            let idle = worker.config.idle_timeout();
-            let wait = monoio::time::timeout(idle, conn.client.readable(false));
-            match or_drain(&worker.drain, wait).await {
-                Some(Ok(Ok(()))) => {}
-                // Idle past the timeout, gone, or the core is draining.
+            let deadline = Instant::now() + worker.config.idle_timeout();
+            match unless(worker.drain.until(deadline), conn.client.readable(false)).await {
+                Ok(Ok(())) => {}
+                // Gone, idle past the timeout, or the core is draining.
                 _ => break,
             }
         }
         conn.inbound.ensure_buffer(&worker.bufs);
-        if serve_request(&mut conn, &worker).await == Next::Close || worker.drain.is_raised() {
+        // Boxed: the request's state machine (forwarding, retries, relays)
+        // is several KiB, and an idle connection should not carry it.
+        let next = Box::pin(serve_request(&mut conn, &worker)).await;
+        if next == Next::Close || worker.drain.is_raised() {
             break;
         }
     }
@@ -204,7 +206,7 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
         return Some(Dispatch::Refuse(info, error));
     };
 
-    let mut out = worker.bufs.take();
+    let mut out = worker.bufs.take_head();
     let forward = ForwardHeaders {
         enabled: !worker.config.no_forwarded_headers,
         client_ip: conn.peer.ip(),
@@ -266,7 +268,7 @@ pub async fn respond(
     body: &[u8],
     keep: bool,
 ) -> Next {
-    let mut out = worker.bufs.take();
+    let mut out = worker.bufs.take_head();
     encode::local_response(
         status,
         extra_headers,

@@ -245,7 +245,7 @@ async fn read_head(
                     // RFC 9110 §15.2: interim responses go to HTTP/1.1
                     // clients only.
                     if info.version == Version::Http11 {
-                        let mut out = worker.bufs.take();
+                        let mut out = worker.bufs.take_head();
                         encode::interim_head(&head, &mut out);
                         let (result, out) = conn.client.write_all(out).await;
                         worker.bufs.put(out);
@@ -270,7 +270,7 @@ async fn read_head(
                     } else {
                         ClientFraming::AsReceived
                     };
-                    let mut out = worker.bufs.take();
+                    let mut out = worker.bufs.take_head();
                     encode::response_head(
                         &head,
                         framing,

@@ -90,6 +90,23 @@ pub fn choose_driver(choice: DriverChoice) -> Result<Driver, StartError> {
     }
 }
 
+/// Builds a runtime on this thread with `driver` (and a timer) and runs
+/// `future` on it to completion.
+pub fn block_on<F: std::future::Future>(driver: Driver, future: F) -> std::io::Result<F::Output> {
+    match driver {
+        Driver::IoUring { tuned } => RuntimeBuilder::<IoUringDriver>::new()
+            .uring_builder(uring_builder(tuned))
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+            .map(|mut runtime| runtime.block_on(future)),
+        Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut runtime| runtime.block_on(future)),
+    }
+}
+
 /// The running cores, as the main thread holds them.
 pub struct Running {
     cores: Vec<flume::Sender<CoreMsg>>,
@@ -199,19 +216,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                     let _ = ready.send(Ok(()));
                     worker.run(listener, inbox).await;
                 };
-                let built = match driver {
-                    Driver::IoUring { tuned } => RuntimeBuilder::<IoUringDriver>::new()
-                        .uring_builder(uring_builder(tuned))
-                        .with_entries(RING_ENTRIES)
-                        .enable_timer()
-                        .build()
-                        .map(|mut runtime| runtime.block_on(serve)),
-                    Driver::Legacy => RuntimeBuilder::<LegacyDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .map(|mut runtime| runtime.block_on(serve)),
-                };
-                if let Err(error) = built {
+                if let Err(error) = block_on(driver, serve) {
                     let _ = ready_on_error
                         .send(Err(format!("core {id}: cannot start its runtime: {error}")));
                 }

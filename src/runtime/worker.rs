@@ -25,8 +25,9 @@ use crate::router::table::Table;
 use crate::runtime::drain::{Drain, or_drain};
 use crate::upstream::pool::Pool;
 
-/// How often idle upstream connections past their timeout are closed.
-const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often idle upstream connections past their timeout are closed, and
+/// idle client connections past theirs are woken to close.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Worker {
     pub id: usize,
@@ -76,7 +77,7 @@ impl Worker {
     /// Runs this core until the process exits.
     pub async fn run(self: Rc<Self>, listener: TcpListener, inbox: flume::Receiver<CoreMsg>) {
         monoio::spawn(self.clone().apply_changes(inbox));
-        monoio::spawn(self.clone().sweep_pool());
+        monoio::spawn(self.clone().sweep());
         self.accept_loop(listener).await;
         // Draining: the runtime must outlive the accept loop, or the
         // requests still in flight would be dropped with it. The main thread
@@ -148,10 +149,20 @@ impl Worker {
         }
     }
 
-    async fn sweep_pool(self: Rc<Self>) {
+    async fn sweep(self: Rc<Self>) {
         loop {
-            monoio::time::sleep(POOL_SWEEP_INTERVAL).await;
-            self.pool.borrow_mut().sweep(Instant::now());
+            monoio::time::sleep(SWEEP_INTERVAL).await;
+            let now = Instant::now();
+            self.pool.borrow_mut().sweep(now);
+            self.drain.wake_expired(now);
+            // A burst of requests leaves freed buffers in the allocator's
+            // arenas; hand them back to the kernel so resident memory
+            // follows the load down, not only up.
+            // SAFETY: malloc_trim only releases free memory; it has no
+            // preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 

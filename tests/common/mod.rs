@@ -16,6 +16,7 @@
 
 mod client;
 mod provider;
+pub mod recording;
 mod wire;
 
 pub use client::{Conn, Response, get, request, request_bytes, try_request};
