@@ -183,14 +183,23 @@ async fn send_body(
         BodyLength::Chunked => {
             conn.inbound.consume(info.head_len);
             let (client, inbound, canceller) = conn.parts();
-            let out = ChunkedOut::AsReceived;
-            relay::chunked(client, upstream, inbound, out, timeout, canceller).await
+            let (out, max) = (ChunkedOut::AsReceived, worker.config.max_body_bytes);
+            relay::chunked(client, upstream, inbound, out, max, timeout, canceller).await
         }
     };
     match relayed {
         Ok(()) => Ok(()),
         Err(RelayError::Chunk(error)) => {
             Err(Failure::Respond(ProxyError::from_request_chunk(error)))
+        }
+        Err(RelayError::TooLarge) => {
+            // The provider got part of the body; dropping the upstream
+            // connection tells it the request is incomplete.
+            let max = worker.config.max_body_bytes.unwrap_or_default();
+            let reason = format!("request body larger than max_body_bytes ({max})");
+            Err(Failure::Respond(
+                ProxyError::client(413, reason).with_limit("max_body_bytes"),
+            ))
         }
         Err(RelayError::Sink(_)) => Err(Failure::Respond(ProxyError::provider(
             502,
@@ -347,7 +356,7 @@ async fn relay_response(
             } else {
                 ChunkedOut::AsReceived
             };
-            relay::chunked(upstream, client, response, out, timeout, canceller).await
+            relay::chunked(upstream, client, response, out, None, timeout, canceller).await
         }
         BodyLength::UntilClose => {
             relay::until_close(upstream, client, response, timeout, canceller).await

@@ -25,6 +25,8 @@ pub enum RelayError {
     Sink(io::Error),
     /// The chunked framing was invalid.
     Chunk(ChunkError),
+    /// A chunked body carried more data than its limit.
+    TooLarge,
 }
 
 /// How a chunked body leaves croupier.
@@ -65,16 +67,30 @@ pub async fn fixed(
 }
 
 /// Relays a chunked body up to and including its last CRLF; bytes after it
-/// stay in `inbound` as the start of the next message.
+/// stay in `inbound` as the start of the next message. A body with more than
+/// `data_max` bytes of data is cut off there.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "both sockets, the buffer and the limits"
+)]
 pub async fn chunked(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     inbound: &mut Inbound,
     out: ChunkedOut,
+    data_max: Option<u64>,
     timeout: Duration,
     canceller: &mut Canceller,
 ) -> Result<(), RelayError> {
     let mut decoder = ChunkedDecoder::new();
+    let mut data_total = 0u64;
+    let mut count = |data: usize| {
+        data_total += data as u64;
+        match data_max {
+            Some(max) if data_total > max => Err(RelayError::TooLarge),
+            _ => Ok(()),
+        }
+    };
     loop {
         match out {
             ChunkedOut::AsReceived => {
@@ -83,6 +99,7 @@ pub async fn chunked(
                 let mut done = false;
                 while walked < data.len() && !done {
                     let step = decoder.decode(&data[walked..]).map_err(RelayError::Chunk)?;
+                    count(step.data)?;
                     walked += step.consumed();
                     done = step.done;
                 }
@@ -97,6 +114,7 @@ pub async fn chunked(
             ChunkedOut::Decoded => {
                 while !inbound.is_empty() {
                     let step = decoder.decode(inbound.data()).map_err(RelayError::Chunk)?;
+                    count(step.data)?;
                     inbound.consume(step.framing);
                     inbound
                         .write_front(dst, step.data)
