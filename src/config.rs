@@ -105,6 +105,12 @@ pub struct Config {
     #[arg(long, default_value_t = 2, env = "CROUPIER_RETRIES")]
     pub retries: u32,
 
+    /// Most requests in flight to one provider from one core; a provider at its limit is
+    /// skipped, and when every provider is, the client gets 503 with Retry-After at once
+    /// [default: unlimited].
+    #[arg(long, env = "CROUPIER_MAX_INFLIGHT_PER_PROVIDER")]
+    pub max_inflight_per_provider: Option<u32>,
+
     /// Do not add X-Forwarded-For, X-Forwarded-Proto and Via to forwarded requests.
     #[arg(long, env = "CROUPIER_NO_FORWARDED_HEADERS")]
     pub no_forwarded_headers: bool,
@@ -119,11 +125,7 @@ pub struct Config {
     pub topics_max: usize,
 
     /// Most providers one topic holds (507 past it).
-    #[arg(
-        long,
-        default_value_t = 1_024,
-        env = "CROUPIER_PROVIDERS_PER_TOPIC_MAX"
-    )]
+    #[arg(long, default_value_t = 1_024, env = "CROUPIER_PROVIDERS_PER_TOPIC_MAX")]
     pub providers_per_topic_max: usize,
 }
 

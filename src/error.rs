@@ -27,6 +27,8 @@ pub struct ProxyError {
     pub reason: Cow<'static, str>,
     /// The limit that tripped, by its option name.
     pub limit: Option<&'static str>,
+    /// Seconds to tell the client to wait (`Retry-After`), for overload.
+    pub retry_after_s: Option<u32>,
 }
 
 impl ProxyError {
@@ -36,6 +38,7 @@ impl ProxyError {
             side: Side::Client,
             reason: reason.into(),
             limit: None,
+            retry_after_s: None,
         }
     }
 
@@ -45,6 +48,7 @@ impl ProxyError {
             side: Side::Provider,
             reason: reason.into(),
             limit: None,
+            retry_after_s: None,
         }
     }
 
@@ -54,7 +58,13 @@ impl ProxyError {
             side: Side::Croupier,
             reason: reason.into(),
             limit: None,
+            retry_after_s: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn with_limit(mut self, limit: &'static str) -> Self {
@@ -72,10 +82,7 @@ impl ProxyError {
     /// A response head a provider got wrong: the client gets a 502, never the
     /// ambiguous response.
     pub fn from_response_head(error: HeadError) -> Self {
-        ProxyError::provider(
-            502,
-            format!("provider sent an invalid response: {}", error.reason()),
-        )
+        ProxyError::provider(502, format!("provider sent an invalid response: {}", error.reason()))
     }
 
     pub fn from_request_chunk(error: ChunkError) -> Self {

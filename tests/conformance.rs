@@ -189,9 +189,7 @@ fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Conn, Result<Response, String>) 
     // croupier may refuse a big request and close before reading all of it; what it
     // answered is what the test checks, so a failed write is only reported.
     let sent = conn.try_send(bytes);
-    let response = conn
-        .try_read_response("GET")
-        .map_err(|e| format!("{e} (write: {sent:?})"));
+    let response = conn.try_read_response("GET").map_err(|e| format!("{e} (write: {sent:?})"));
     (conn, response)
 }
 
@@ -204,10 +202,7 @@ fn assert_error_body(response: &Response, status: u16, limit: Option<&str>, what
     assert_eq!(body["result"], "error", "{what}: {body}");
     assert_eq!(body["status"], status, "{what}: {body}");
     if let Some(limit) = limit {
-        assert_eq!(
-            body["limit"], limit,
-            "{what}: the body does not name the limit: {body}"
-        );
+        assert_eq!(body["limit"], limit, "{what}: the body does not name the limit: {body}");
     }
 }
 
@@ -240,17 +235,10 @@ fn assert_rejected(rig: &Rig, what: &str, sent: &[u8], status: u16, limit: Optio
     let (mut conn, response) = exchange(rig.addr(), sent);
     let response = response.unwrap_or_else(|e| panic!("{what}: no response: {e}"));
     assert_error_body(&response, status, limit, what);
-    assert!(
-        conn.is_closed(),
-        "{what}: croupier kept the connection open after its {status}"
-    );
+    assert!(conn.is_closed(), "{what}: croupier kept the connection open after its {status}");
     settle();
     let leaked = bytes_since(&rig.provider, &before);
-    assert!(
-        leaked.is_empty(),
-        "{what}: the provider received {}",
-        shown(&leaked)
-    );
+    assert!(leaked.is_empty(), "{what}: the provider received {}", shown(&leaked));
 }
 
 /// An accepted request: a 200 from the provider, and exactly one request there whose bytes
@@ -264,17 +252,8 @@ fn assert_forwarded(rig: &Rig, what: &str, sent: &[u8], want: &[u8]) {
 
     let requests = rig.provider.requests();
     let new = &requests[requests_before..];
-    assert_eq!(
-        new.len(),
-        1,
-        "{what}: {} requests reached the provider",
-        new.len()
-    );
-    assert_eq!(
-        response.body_text(),
-        new[0].target,
-        "{what}: the answer is not the provider's"
-    );
+    assert_eq!(new.len(), 1, "{what}: {} requests reached the provider", new.len());
+    assert_eq!(response.body_text(), new[0].target, "{what}: the answer is not the provider's");
     assert!(
         new[0].raw == want,
         "{what}: forwarded\n  {}\nwant\n  {}",
@@ -298,32 +277,16 @@ fn content_length_rules(driver: &str) {
     let post = "POST /length HTTP/1.1";
     let chunked_hello = b"5\r\nhello\r\n0\r\n\r\n";
     let rejected: &[(&str, &[u8], &[u8])] = &[
-        (
-            "CL then TE",
-            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            chunked_hello,
-        ),
-        (
-            "TE then CL",
-            b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-            chunked_hello,
-        ),
+        ("CL then TE", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", chunked_hello),
+        ("TE then CL", b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", chunked_hello),
         ("CL +5", b"Content-Length: +5\r\n", b"hello"),
         ("CL -1", b"Content-Length: -1\r\n", b"hello"),
         ("CL 0x5", b"Content-Length: 0x5\r\n", b"hello"),
         ("CL ' 5 6'", b"Content-Length:  5 6\r\n", b"hello"),
         ("CL empty", b"Content-Length: \r\n", b"hello"),
         ("CL empty, no space", b"Content-Length:\r\n", b"hello"),
-        (
-            "CL overflowing u64",
-            b"Content-Length: 18446744073709551616\r\n",
-            b"hello",
-        ),
-        (
-            "CL 5 and 6 on two lines",
-            b"Content-Length: 5\r\nContent-Length: 6\r\n",
-            b"hello",
-        ),
+        ("CL overflowing u64", b"Content-Length: 18446744073709551616\r\n", b"hello"),
+        ("CL 5 and 6 on two lines", b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello"),
         ("CL '5, 6'", b"Content-Length: 5, 6\r\n", b"hello"),
     ];
     for (what, fields, body) in rejected {
@@ -332,10 +295,7 @@ fn content_length_rules(driver: &str) {
 
     let want = message(post, b"content-length: 5\r\n", b"hello");
     let equal: &[(&str, &[u8])] = &[
-        (
-            "CL 5 on two lines",
-            b"Content-Length: 5\r\ncontent-length: 5\r\n",
-        ),
+        ("CL 5 on two lines", b"Content-Length: 5\r\ncontent-length: 5\r\n"),
         ("CL '5, 5'", b"Content-Length: 5, 5\r\n"),
     ];
     for (what, fields) in equal {
@@ -351,26 +311,16 @@ fn transfer_encoding_rules(driver: &str) {
     let body = b"5\r\nhello\r\n0\r\n\r\n";
     let unsupported: &[(&str, &[u8])] = &[
         ("TE gzip, chunked", b"Transfer-Encoding: gzip, chunked\r\n"),
-        (
-            "TE chunked, chunked",
-            b"Transfer-Encoding: chunked, chunked\r\n",
-        ),
+        ("TE chunked, chunked", b"Transfer-Encoding: chunked, chunked\r\n"),
         ("TE chunked + tab", b"Transfer-Encoding: chunked\t\r\n"),
         ("TE identity", b"Transfer-Encoding: identity\r\n"),
-        (
-            "two TE lines",
-            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-        ),
+        ("two TE lines", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
     ];
     for (what, fields) in unsupported {
         assert_rejected(&rig, what, &message(post, fields, body), 501, None);
     }
 
-    let old = message(
-        "POST /coding HTTP/1.0",
-        b"Transfer-Encoding: chunked\r\n",
-        body,
-    );
+    let old = message("POST /coding HTTP/1.0", b"Transfer-Encoding: chunked\r\n", body);
     assert_rejected(&rig, "HTTP/1.0 with TE", &old, 400, None);
 }
 
@@ -379,16 +329,8 @@ fn transfer_encoding_rules(driver: &str) {
 fn chunked_body_forwarded_as_received(driver: &str) {
     let rig = Rig::strict(driver);
     let body: &[u8] = b"5;name=value\r\nhello\r\nA\r\n0123456789\r\n0\r\nx-sum: 1\r\n\r\n";
-    let sent = message(
-        "POST /chunked HTTP/1.1",
-        b"Transfer-Encoding: chunked\r\n",
-        body,
-    );
-    let want = message(
-        "POST /chunked HTTP/1.1",
-        b"transfer-encoding: chunked\r\n",
-        body,
-    );
+    let sent = message("POST /chunked HTTP/1.1", b"Transfer-Encoding: chunked\r\n", body);
+    let want = message("POST /chunked HTTP/1.1", b"transfer-encoding: chunked\r\n", body);
 
     // Three writes, split inside the head, a size line and the trailer, so croupier has to
     // carry the decoder's state across reads.
@@ -427,20 +369,14 @@ fn chunked_framing_errors(driver: &str) {
     let cases: &[(&str, &[u8])] = &[
         ("first size line without digits", b"\r\nhello\r\n0\r\n\r\n"),
         ("size line without digits", b"\r\nworld\r\n0\r\n\r\n"),
-        (
-            "size line of only an extension",
-            b";ext\r\nworld\r\n0\r\n\r\n",
-        ),
+        ("size line of only an extension", b";ext\r\nworld\r\n0\r\n\r\n"),
         ("17 hex digits", b"00000000000000005\r\nworld\r\n0\r\n\r\n"),
         ("0x prefix", b"0x5\r\nworld\r\n0\r\n\r\n"),
         ("plus sign", b"+5\r\nworld\r\n0\r\n\r\n"),
         ("minus sign", b"-5\r\nworld\r\n0\r\n\r\n"),
         ("extension over 4 KiB", &long_extension),
         ("CR without LF after the size", b"5\rworld\r\n0\r\n\r\n"),
-        (
-            "data where the size line's CRLF belongs",
-            b"5world\r\n0\r\n\r\n",
-        ),
+        ("data where the size line's CRLF belongs", b"5world\r\n0\r\n\r\n"),
         ("data not followed by CRLF", b"5\r\nworldX\r\n0\r\n\r\n"),
         ("last chunk right after the data", b"5\r\nworld0\r\n\r\n"),
         ("bare LF after the size", b"5\nworld\r\n0\r\n\r\n"),
@@ -453,11 +389,7 @@ fn chunked_framing_errors(driver: &str) {
     for (what, tail) in cases {
         // All but the first case start with a valid chunk, so the bad framing comes after
         // data croupier could already have forwarded.
-        let valid: &[u8] = if what.starts_with("first") {
-            b""
-        } else {
-            b"5\r\nhello\r\n"
-        };
+        let valid: &[u8] = if what.starts_with("first") { b"" } else { b"5\r\nhello\r\n" };
         assert_chunked_rejected(&rig, what, valid, tail);
     }
 }
@@ -482,10 +414,7 @@ fn assert_chunked_rejected(rig: &Rig, what: &str, valid: &[u8], bad: &[u8]) {
         .try_read_response("POST")
         .unwrap_or_else(|e| panic!("{what}: no response: {e} (write: {written:?})"));
     assert_error_body(&response, 400, None, what);
-    assert!(
-        conn.is_closed(),
-        "{what}: croupier kept the connection open after its 400"
-    );
+    assert!(conn.is_closed(), "{what}: croupier kept the connection open after its 400");
 
     settle();
     let received = bytes_since(&rig.provider, &before);
@@ -578,12 +507,7 @@ fn host_rules(driver: &str) {
 
     let old = format!("GET /old HTTP/1.0\r\n{topic}\r\n");
     let want = format!("GET /old HTTP/1.1\r\n{topic}host: \r\n\r\n");
-    assert_forwarded(
-        &rig,
-        "HTTP/1.0 without Host",
-        old.as_bytes(),
-        want.as_bytes(),
-    );
+    assert_forwarded(&rig, "HTTP/1.0 without Host", old.as_bytes(), want.as_bytes());
 }
 
 /// Rule: RFC 9112 §6.3 item 7. A request with neither length header has no body; a GET with
@@ -595,16 +519,8 @@ fn bodies_without_length_headers(driver: &str) {
     let get = message("GET /plain HTTP/1.1", b"", b"");
     assert_forwarded(&rig, "GET without length", &get, &get);
 
-    let with_body = message(
-        "GET /with-body HTTP/1.1",
-        b"Content-Length: 5\r\n",
-        b"hello",
-    );
-    let want = message(
-        "GET /with-body HTTP/1.1",
-        b"content-length: 5\r\n",
-        b"hello",
-    );
+    let with_body = message("GET /with-body HTTP/1.1", b"Content-Length: 5\r\n", b"hello");
+    let want = message("GET /with-body HTTP/1.1", b"content-length: 5\r\n", b"hello");
     assert_forwarded(&rig, "GET with a body", &with_body, &want);
 
     let post = message("POST /empty HTTP/1.1", b"", b"");
@@ -627,32 +543,20 @@ fn head_size_limits(driver: &str) {
     let limit = Some("request_line_bytes_max");
     assert_rejected(&rig, "request line over the limit", &over, 414, limit);
     let far_over = message(&line_at(REQUEST_LINE_BYTES_MAX + 900), b"", b"");
-    assert_rejected(
-        &rig,
-        "request line far over the limit",
-        &far_over,
-        414,
-        limit,
-    );
+    assert_rejected(&rig, "request line far over the limit", &far_over, 414, limit);
 
     // A head of exactly `len` bytes: one padding header makes up the size.
     let head_of = |len: usize| {
         let bare = message("GET /big HTTP/1.1", b"x-pad: \r\n", b"").len();
         let pad = "p".repeat(len - bare);
-        message(
-            "GET /big HTTP/1.1",
-            format!("x-pad: {pad}\r\n").as_bytes(),
-            b"",
-        )
+        message("GET /big HTTP/1.1", format!("x-pad: {pad}\r\n").as_bytes(), b"")
     };
     let at_limit = head_of(HEADER_BYTES_MAX);
     assert_forwarded(&rig, "head at the limit", &at_limit, &at_limit);
     let limit = Some("header_bytes_max");
     let over = head_of(HEADER_BYTES_MAX + 1);
     assert_rejected(&rig, "head over the limit", &over, 431, limit);
-    let many_lines: String = (0..40)
-        .map(|i| format!("x-{i}: {}\r\n", "v".repeat(1_000)))
-        .collect();
+    let many_lines: String = (0..40).map(|i| format!("x-{i}: {}\r\n", "v".repeat(1_000))).collect();
     let over = message("GET /big HTTP/1.1", many_lines.as_bytes(), b"");
     assert_rejected(&rig, "40 KiB head", &over, 431, limit);
 
@@ -668,18 +572,11 @@ fn head_size_limits(driver: &str) {
 /// and the provider gets nothing; a body at the limit is forwarded.
 fn max_body_bytes_with_length(driver: &str) {
     let max = MAX_BODY_BYTES.to_string();
-    let rig = Rig::start(
-        driver,
-        &["--no-forwarded-headers", "--max-body-bytes", &max],
-    );
+    let rig = Rig::start(driver, &["--no-forwarded-headers", "--max-body-bytes", &max]);
     let post = "POST /upload HTTP/1.1";
 
     let over = vec![b'o'; 2 * MAX_BODY_BYTES];
-    let sent = message(
-        post,
-        format!("Content-Length: {}\r\n", over.len()).as_bytes(),
-        &over,
-    );
+    let sent = message(post, format!("Content-Length: {}\r\n", over.len()).as_bytes(), &over);
     assert_rejected(&rig, "2000-byte body", &sent, 413, Some("max_body_bytes"));
 
     let at = vec![b'a'; MAX_BODY_BYTES];
@@ -694,33 +591,20 @@ fn max_body_bytes_with_length(driver: &str) {
 /// chunks; it must not see a complete request.
 fn max_body_bytes_chunked(driver: &str) {
     let max = MAX_BODY_BYTES.to_string();
-    let rig = Rig::start(
-        driver,
-        &["--no-forwarded-headers", "--max-body-bytes", &max],
-    );
+    let rig = Rig::start(driver, &["--no-forwarded-headers", "--max-body-bytes", &max]);
     let chunk = concat(&[b"3e8\r\n", &[b'c'; MAX_BODY_BYTES], b"\r\n"]);
     let body = concat(&[&chunk, &chunk, LAST_CHUNK]);
-    let sent = message(
-        "POST /upload HTTP/1.1",
-        b"Transfer-Encoding: chunked\r\n",
-        &body,
-    );
+    let sent = message("POST /upload HTTP/1.1", b"Transfer-Encoding: chunked\r\n", &body);
     let requests_before = rig.provider.requests().len();
 
     let (mut conn, response) = exchange(rig.addr(), &sent);
     let what = "2000-byte chunked body";
     let response = response.unwrap_or_else(|e| panic!("{what}: no response: {e}"));
     assert_error_body(&response, 413, Some("max_body_bytes"), what);
-    assert!(
-        conn.is_closed(),
-        "{what}: croupier kept the connection open"
-    );
+    assert!(conn.is_closed(), "{what}: croupier kept the connection open");
     settle();
     let complete = rig.provider.requests().len() - requests_before;
-    assert_eq!(
-        complete, 0,
-        "{what}: the provider received the whole request"
-    );
+    assert_eq!(complete, 0, "{what}: the provider received the whole request");
 }
 
 /// Two complete requests in one write are both forwarded, in order, each with its own
@@ -740,16 +624,8 @@ fn pipelined_requests_answered_in_order(driver: &str) {
     let requests = rig.provider.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
     let want_first = message("POST /first HTTP/1.1", b"content-length: 5\r\n", b"hello");
-    assert!(
-        requests[0].raw == want_first,
-        "first: {}",
-        shown(&requests[0].raw)
-    );
-    assert!(
-        requests[1].raw == second,
-        "second: {}",
-        shown(&requests[1].raw)
-    );
+    assert!(requests[0].raw == want_first, "first: {}", shown(&requests[0].raw));
+    assert!(requests[1].raw == second, "second: {}", shown(&requests[1].raw));
 }
 
 /// What the client may see when a provider's response is broken.
@@ -775,11 +651,7 @@ fn provider_responses_are_checked(driver: &str) {
               5\r\nhello\r\n0\r\n\r\n",
             Broken::Head,
         ),
-        (
-            "CL 5x",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
-            Broken::Head,
-        ),
+        ("CL 5x", b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", Broken::Head),
         (
             "CL 5 and 6",
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
@@ -837,10 +709,7 @@ fn check_broken_response(
             assert_error_body(&response, 502, None, what);
         }
         (Broken::Body, Err(_)) => {
-            assert!(
-                conn.is_closed(),
-                "{what}: the cut response left the connection open"
-            );
+            assert!(conn.is_closed(), "{what}: the cut response left the connection open");
         }
         (_, got) => panic!("{what}: the client got {got:?}, want a 502"),
     }
@@ -853,12 +722,7 @@ fn check_broken_response(
         Ok(response) => response,
         Err(_) => Conn::open(croupier.addr()).roundtrip("GET", "/after", &headers, b""),
     };
-    assert_eq!(
-        after.status,
-        200,
-        "{what}: next request: {}",
-        after.summary()
-    );
+    assert_eq!(after.status, 200, "{what}: next request: {}", after.summary());
     assert_eq!(after.body_text(), "/after", "{what}");
     let requests = provider.requests();
     let last = requests.last().expect("the provider recorded requests");
@@ -956,10 +820,7 @@ fn control_plane_token(driver: &str) {
         let response = post_control(addr, announce, authorization, &body);
         assert_error_body(&response, 401, None, what);
         let listed = providers_of(&croupier.providers(), TOPIC);
-        assert!(
-            listed.is_empty(),
-            "{what}: the announce took effect: {listed:?}"
-        );
+        assert!(listed.is_empty(), "{what}: the announce took effect: {listed:?}");
     }
 
     let response = post_control(addr, announce, Some("Bearer s3cret"), &body);
@@ -968,10 +829,7 @@ fn control_plane_token(driver: &str) {
 
     let listing = request(addr, "GET", "/_croupier/providers", &[], b"");
     assert_eq!(listing.status, 200, "providers: {}", listing.summary());
-    assert_eq!(
-        providers_of(&listing.json(), TOPIC),
-        vec![common::loopback(provider.port())]
-    );
+    assert_eq!(providers_of(&listing.json(), TOPIC), vec![common::loopback(provider.port())]);
 
     let leave = json!({"topic": TOPIC, "host": "127.0.0.1", "port": provider.port()});
     let response = post_control(addr, "/_croupier/leave", None, &leave.to_string());
@@ -1008,17 +866,13 @@ fn control_plane_refusals(driver: &str) {
 /// and the connection closed, within a generous bound.
 fn header_timeout_gets_408(driver: &str) {
     let timeout = SHORT_HEADER_TIMEOUT_MS.to_string();
-    let rig = Rig::start(
-        driver,
-        &["--no-forwarded-headers", "--header-timeout-ms", &timeout],
-    );
+    let rig = Rig::start(driver, &["--no-forwarded-headers", "--header-timeout-ms", &timeout]);
     let mut conn = Conn::open(rig.addr());
     let started = Instant::now();
     conn.send(b"GET /half HTTP/1.1\r\nHost: croupier.test\r\n");
 
-    let response = conn
-        .try_read_response("GET")
-        .unwrap_or_else(|e| panic!("no 408 after half a head: {e}"));
+    let response =
+        conn.try_read_response("GET").unwrap_or_else(|e| panic!("no 408 after half a head: {e}"));
     let elapsed = started.elapsed();
     assert_error_body(&response, 408, Some("header_timeout_ms"), "half a head");
     assert!(
@@ -1032,10 +886,7 @@ fn header_timeout_gets_408(driver: &str) {
 /// Raises this process's soft descriptor limit to `wanted` if it is lower, as far as the hard
 /// limit allows; croupier, spawned afterwards, inherits it.
 fn raise_fd_limit(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes only into `limit`, a live local of the right type.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
@@ -1072,12 +923,7 @@ impl Dripper {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("slowloris connect: {e}"));
         stream.set_nonblocking(true).expect("non-blocking socket");
-        Dripper {
-            stream,
-            sent: 0,
-            received: Vec::new(),
-            closed_after: None,
-        }
+        Dripper { stream, sent: 0, received: Vec::new(), closed_after: None }
     }
 
     /// Reads what croupier sent, then sends the next byte unless croupier is done with us.
@@ -1113,14 +959,10 @@ impl Dripper {
 fn slowloris_does_not_starve_clients(driver: &str) {
     raise_fd_limit(4 * SLOW_CONNECTIONS as u64 + 1_024);
     let timeout = SLOW_HEADER_TIMEOUT_MS.to_string();
-    let rig = Rig::start(
-        driver,
-        &["--no-forwarded-headers", "--header-timeout-ms", &timeout],
-    );
+    let rig = Rig::start(driver, &["--no-forwarded-headers", "--header-timeout-ms", &timeout]);
     let addr = rig.addr();
-    let mut drippers: Vec<Dripper> = (0..SLOW_CONNECTIONS)
-        .map(|_| Dripper::connect(addr))
-        .collect();
+    let mut drippers: Vec<Dripper> =
+        (0..SLOW_CONNECTIONS).map(|_| Dripper::connect(addr)).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
@@ -1144,16 +986,10 @@ fn slowloris_does_not_starve_clients(driver: &str) {
     stop.store(true, Ordering::SeqCst);
     let (answered, failures) = client.join().expect("normal client panicked");
 
-    assert!(
-        failures.is_empty(),
-        "the normal client failed: {failures:?}"
-    );
+    assert!(failures.is_empty(), "the normal client failed: {failures:?}");
     assert!(answered > 0, "the normal client got no answer");
     let bound = Duration::from_millis(DRIP_CLOSE_BOUND_MS);
-    let open = drippers
-        .iter()
-        .filter(|d| d.closed_after.is_none_or(|t| t > bound))
-        .count();
+    let open = drippers.iter().filter(|d| d.closed_after.is_none_or(|t| t > bound)).count();
     assert_eq!(
         open, 0,
         "{open} of {SLOW_CONNECTIONS} slowloris connections were still open {bound:?} after \
@@ -1166,14 +1002,7 @@ fn slowloris_does_not_starve_clients(driver: &str) {
             shown(&dripper.received)
         );
     }
-    assert_eq!(
-        rig.provider
-            .requests()
-            .iter()
-            .filter(|r| r.target == "/slow")
-            .count(),
-        0
-    );
+    assert_eq!(rig.provider.requests().iter().filter(|r| r.target == "/slow").count(), 0);
 }
 
 /// GETs on fresh connections until told to stop: how many got a 200, and what went wrong.
@@ -1214,12 +1043,8 @@ fn max_connections_refuses_extra(driver: &str) {
         })
         .collect();
     let closed = wait_for_closes(&streams, Duration::from_millis(REFUSED_CLOSE_WAIT_MS));
-    let open: Vec<&TcpStream> = streams
-        .iter()
-        .zip(&closed)
-        .filter(|(_, c)| !**c)
-        .map(|(s, _)| s)
-        .collect();
+    let open: Vec<&TcpStream> =
+        streams.iter().zip(&closed).filter(|(_, c)| !**c).map(|(s, _)| s).collect();
 
     // Each core keeps its 2 of them, so between 2 (all on one core) and 4 stay open.
     assert!(
@@ -1229,10 +1054,7 @@ fn max_connections_refuses_extra(driver: &str) {
     );
     for stream in open {
         let status = health_over(stream).unwrap_or_else(|e| panic!("a kept connection: {e}"));
-        assert!(
-            status.starts_with("HTTP/1.1 200"),
-            "a kept connection got {status:?}"
-        );
+        assert!(status.starts_with("HTTP/1.1 200"), "a kept connection got {status:?}");
     }
 
     drop(streams);
@@ -1279,10 +1101,7 @@ fn health_over(mut stream: &TcpStream) -> io::Result<String> {
     while find_bytes(&received, b"\r\n").is_none() && received.len() < 4096 {
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            return Err(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "closed before an answer",
-            ));
+            return Err(io::Error::new(ErrorKind::UnexpectedEof, "closed before an answer"));
         }
         received.extend_from_slice(&buf[..n]);
     }

@@ -79,10 +79,7 @@ const UNDER_LOAD_STOP_AFTER_MS: u64 = 600;
 fn announce_ok(croupier: &Croupier, topic: &str, port: u16, ttl_s: u64) -> Value {
     let (status, reply) = croupier.announce(topic, port, ttl_s);
     assert_eq!(status, 200, "announce {topic} on port {port}: {reply}");
-    assert_eq!(
-        reply["result"], "ok",
-        "announce {topic} on port {port}: {reply}"
-    );
+    assert_eq!(reply["result"], "ok", "announce {topic} on port {port}: {reply}");
     reply
 }
 
@@ -94,12 +91,7 @@ fn echo_body(provider: &Provider) -> String {
 fn send_fresh(addr: SocketAddr, topic: &str, n: usize, label: &str) {
     for i in 0..n {
         let response = get(addr, &format!("/{label}/{i}"), topic);
-        assert_eq!(
-            response.status,
-            200,
-            "{label} request {i}: {}",
-            response.summary()
-        );
+        assert_eq!(response.status, 200, "{label} request {i}: {}", response.summary());
     }
 }
 
@@ -107,10 +99,7 @@ fn assert_json_error(response: &Response, status: u16, what: &str) {
     assert_eq!(response.status, status, "{what}: {}", response.summary());
     let body = response.json();
     assert_eq!(body["result"], "error", "{what}: {body}");
-    assert_eq!(
-        body["status"], status,
-        "{what}: status line and JSON disagree: {body}"
-    );
+    assert_eq!(body["status"], status, "{what}: status line and JSON disagree: {body}");
     let reason = body["reason"].as_str().unwrap_or_default();
     assert!(!reason.is_empty(), "{what}: no reason in {body}");
 }
@@ -126,18 +115,9 @@ fn announce_then_fresh_connections_succeed(driver: &str) {
     // All connections exist before the first request, so none waits on another's timing.
     let mut conns: Vec<Conn> = (0..20).map(|_| Conn::open(croupier.addr())).collect();
     for (i, conn) in conns.iter_mut().enumerate() {
-        let response = conn.roundtrip(
-            "GET",
-            &format!("/fresh/{i}"),
-            &[("croupier-topic", TOPIC)],
-            b"",
-        );
-        assert_eq!(
-            response.status,
-            200,
-            "connection {i}: {}",
-            response.summary()
-        );
+        let response =
+            conn.roundtrip("GET", &format!("/fresh/{i}"), &[("croupier-topic", TOPIC)], b"");
+        assert_eq!(response.status, 200, "connection {i}: {}", response.summary());
         assert_eq!(response.body_text(), echo_body(&provider), "connection {i}");
     }
     assert_eq!(provider.count(), 20);
@@ -147,10 +127,7 @@ fn announce_then_fresh_connections_succeed(driver: &str) {
     assert_eq!(reply["topic"], TOPIC, "{reply}");
     assert_eq!(reply["provider"], loopback(provider.port()), "{reply}");
     assert_eq!(reply["providers"], 1, "{reply}");
-    assert!(
-        reply["lease_s"].is_u64(),
-        "lease_s is not an integer: {reply}"
-    );
+    assert!(reply["lease_s"].is_u64(), "lease_s is not an integer: {reply}");
     assert_eq!(reply["lease_s"], LEASE_S, "{reply}");
 }
 
@@ -167,18 +144,11 @@ fn traffic_reaches_every_provider(driver: &str) {
     for i in 0..60 {
         let response = get(croupier.addr(), &format!("/spread/{i}"), TOPIC);
         assert_eq!(response.status, 200, "request {i}: {}", response.summary());
-        assert!(
-            bodies.contains(&response.body_text()),
-            "request {i}: {}",
-            response.summary()
-        );
+        assert!(bodies.contains(&response.body_text()), "request {i}: {}", response.summary());
     }
 
     let counts: Vec<usize> = providers.iter().map(Provider::count).collect();
-    assert!(
-        counts.iter().all(|&n| n > 0),
-        "some provider got nothing: {counts:?}"
-    );
+    assert!(counts.iter().all(|&n| n > 0), "some provider got nothing: {counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), 60, "{counts:?}");
 }
 
@@ -194,30 +164,19 @@ fn leave_stops_traffic(driver: &str) {
     // Both must have had traffic, or "no more traffic" below would prove nothing.
     send_fresh(addr, TOPIC, 20, "before-leave");
     let counts = (leaving.count(), staying.count());
-    assert!(
-        counts.0 > 0 && counts.1 > 0,
-        "round robin skipped a provider: {counts:?}"
-    );
+    assert!(counts.0 > 0 && counts.1 > 0, "round robin skipped a provider: {counts:?}");
 
     let (status, reply) = croupier.leave(TOPIC, leaving.port());
     assert_eq!(status, 200, "leave: {reply}");
     assert_eq!(reply["result"], "ok", "leave: {reply}");
-    assert_eq!(
-        reply["provider"],
-        loopback(leaving.port()),
-        "leave: {reply}"
-    );
+    assert_eq!(reply["provider"], loopback(leaving.port()), "leave: {reply}");
     assert_eq!(reply["providers"], 1, "leave: {reply}");
     let listed = providers_of(&croupier.providers(), TOPIC);
     assert_eq!(listed, vec![loopback(staying.port())], "after leave");
 
     let left_count = leaving.count();
     send_fresh(addr, TOPIC, 20, "after-leave");
-    assert_eq!(
-        leaving.count(),
-        left_count,
-        "a provider that left still got traffic"
-    );
+    assert_eq!(leaving.count(), left_count, "a provider that left still got traffic");
 
     let (status, reply) = croupier.leave(TOPIC, leaving.port());
     assert_eq!(status, 404, "leaving twice: {reply}");
@@ -240,17 +199,9 @@ fn lease_expiry_stops_traffic(driver: &str) {
             break;
         }
         let response = get(addr, &format!("/lease/{i}"), TOPIC);
-        assert_eq!(
-            response.status,
-            200,
-            "lease request {i}: {}",
-            response.summary()
-        );
+        assert_eq!(response.status, 200, "lease request {i}: {}", response.summary());
     }
-    assert!(
-        expiring.count() > 0,
-        "the short-lease provider got no traffic in 40 requests"
-    );
+    assert!(expiring.count() > 0, "the short-lease provider got no traffic in 40 requests");
 
     let deadline = announced + Duration::from_millis(LEASE_EXPIRY_BOUND_MS);
     loop {
@@ -268,10 +219,7 @@ fn lease_expiry_stops_traffic(driver: &str) {
     let expired_count = expiring.count();
     send_fresh(addr, TOPIC, 20, "after-expiry");
     let late = expiring.count() - expired_count;
-    assert_eq!(
-        late, 0,
-        "a provider whose lease ran out got {late} more requests"
-    );
+    assert_eq!(late, 0, "a provider whose lease ran out got {late} more requests");
     let listed = providers_of(&croupier.providers(), TOPIC);
     assert_eq!(listed, vec![loopback(staying.port())], "after expiry");
 }
@@ -304,11 +252,7 @@ fn assert_upload_intact(
     written.unwrap_or_else(|e| panic!("{what}: writing the body failed: {e}"));
     let want_len = want.len().to_string();
     let want_sum = format!("{:016x}", fnv1a64(want));
-    assert_eq!(
-        response.header("x-body-len"),
-        Some(want_len.as_str()),
-        "{what}: provider's length"
-    );
+    assert_eq!(response.header("x-body-len"), Some(want_len.as_str()), "{what}: provider's length");
     assert_eq!(
         response.header("x-body-sum"),
         Some(want_sum.as_str()),
@@ -367,12 +311,8 @@ fn thousand_requests_on_one_connection(driver: &str) {
 
     let mut conn = Conn::open(croupier.addr());
     for i in 0..1_000 {
-        let response = conn.roundtrip(
-            "GET",
-            &format!("/keep/{i}"),
-            &[("croupier-topic", TOPIC)],
-            b"",
-        );
+        let response =
+            conn.roundtrip("GET", &format!("/keep/{i}"), &[("croupier-topic", TOPIC)], b"");
         assert_eq!(response.status, 200, "request {i}: {}", response.summary());
         assert_eq!(response.body_text(), echo_body(&provider), "request {i}");
     }
@@ -407,10 +347,9 @@ fn provider_stopped_under_load_fails_no_request(driver: &str) {
                 let path = format!("/load/{i}");
                 match conn.try_roundtrip("GET", &path, &[("croupier-topic", TOPIC)], b"") {
                     Ok(response) if response.status == 200 => {}
-                    Ok(response) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{i}: {}", response.summary())),
+                    Ok(response) => {
+                        failures.lock().unwrap().push(format!("{i}: {}", response.summary()))
+                    }
                     Err(e) => {
                         failures.lock().unwrap().push(format!("{i}: {e}"));
                         conn = Conn::open(addr);
@@ -435,15 +374,9 @@ fn provider_stopped_under_load_fails_no_request(driver: &str) {
         *failures
     );
     assert!(done_at_stop > 0, "no request finished before the stop");
-    assert!(
-        done_total > done_at_stop,
-        "no request was sent after the stop"
-    );
+    assert!(done_total > done_at_stop, "no request was sent after the stop");
     let counts: Vec<usize> = providers.iter().map(Provider::count).collect();
-    assert!(
-        counts[0] > 0 && counts[2] > 0,
-        "the live providers got no traffic: {counts:?}"
-    );
+    assert!(counts[0] > 0 && counts[2] > 0, "the live providers got no traffic: {counts:?}");
 }
 
 /// Case 8. Each malformed announce gets a 400 naming the bad field where there is one, and
@@ -463,43 +396,15 @@ fn malformed_announce_changes_nothing(driver: &str) {
     let cases: Vec<(&str, String, Option<&str>)> = vec![
         ("bad JSON", r#"{"topic":"fresh","port":"#.to_string(), None),
         ("not an object", "[1, 2]".to_string(), None),
-        (
-            "missing topic",
-            json!({"host": "127.0.0.1", "port": port}).to_string(),
-            Some("topic"),
-        ),
-        (
-            "missing port",
-            json!({"topic": "fresh", "host": "127.0.0.1"}).to_string(),
-            Some("port"),
-        ),
+        ("missing topic", json!({"host": "127.0.0.1", "port": port}).to_string(), Some("topic")),
+        ("missing port", json!({"topic": "fresh", "host": "127.0.0.1"}).to_string(), Some("port")),
         ("port 0", with(json!("fresh"), json!(0)), Some("port")),
-        (
-            "port 70000",
-            with(json!("fresh"), json!(70_000)),
-            Some("port"),
-        ),
-        (
-            "port not a number",
-            with(json!("fresh"), json!("abc")),
-            Some("port"),
-        ),
+        ("port 70000", with(json!("fresh"), json!(70_000)), Some("port")),
+        ("port not a number", with(json!("fresh"), json!("abc")), Some("port")),
         ("empty topic", with(json!(""), json!(port)), Some("topic")),
-        (
-            "300-byte topic",
-            with(json!("t".repeat(300)), json!(port)),
-            Some("topic"),
-        ),
-        (
-            "topic with a space",
-            with(json!("fresh topic"), json!(port)),
-            Some("topic"),
-        ),
-        (
-            "topic with a CR",
-            with(json!("fresh\rtopic"), json!(port)),
-            Some("topic"),
-        ),
+        ("300-byte topic", with(json!("t".repeat(300)), json!(port)), Some("topic")),
+        ("topic with a space", with(json!("fresh topic"), json!(port)), Some("topic")),
+        ("topic with a CR", with(json!("fresh\rtopic"), json!(port)), Some("topic")),
     ];
     for (what, body, field) in cases {
         let (status, reply) = croupier.announce_raw(&body);
@@ -509,11 +414,7 @@ fn malformed_announce_changes_nothing(driver: &str) {
         if let Some(field) = field {
             assert_eq!(reply["field"], field, "{what}: {reply}");
         }
-        assert_eq!(
-            provider_pairs(&croupier.providers()),
-            before,
-            "{what} changed the table"
-        );
+        assert_eq!(provider_pairs(&croupier.providers()), before, "{what} changed the table");
     }
 
     // The provider announced first still serves.
@@ -549,12 +450,7 @@ fn bodiless_responses_keep_connection_usable(driver: &str) {
     assert_eq!(not_modified.status, 304, "304: {}", not_modified.summary());
 
     let head_again = conn.roundtrip("HEAD", "/head", &topic, b"");
-    assert_eq!(
-        head_again.status,
-        200,
-        "second HEAD: {}",
-        head_again.summary()
-    );
+    assert_eq!(head_again.status, 200, "second HEAD: {}", head_again.summary());
 
     let after = conn.roundtrip("GET", "/after", &topic, b"");
     assert_eq!(after.status, 200, "GET after: {}", after.summary());
@@ -576,16 +472,8 @@ fn http10_client_gets_its_answer(driver: &str) {
     let response = conn.read_response();
     assert_eq!(response.status, 200, "{}", response.summary());
     assert_eq!(response.body_text(), echo_body(&echo));
-    assert_eq!(
-        response.header("transfer-encoding"),
-        None,
-        "{}",
-        response.summary()
-    );
-    assert!(
-        conn.is_closed(),
-        "croupier kept an HTTP/1.0 connection open without keep-alive"
-    );
+    assert_eq!(response.header("transfer-encoding"), None, "{}", response.summary());
+    assert!(conn.is_closed(), "croupier kept an HTTP/1.0 connection open without keep-alive");
 
     // The provider answers chunked; croupier must turn that into something 1.0 can read.
     let mut conn = Conn::open(croupier.addr());
@@ -594,16 +482,9 @@ fn http10_client_gets_its_answer(driver: &str) {
     );
     let response = conn.read_response();
     assert_eq!(response.status, 200, "{}", response.summary());
-    assert_eq!(
-        response.header("transfer-encoding"),
-        None,
-        "chunked sent to an HTTP/1.0 client"
-    );
+    assert_eq!(response.header("transfer-encoding"), None, "chunked sent to an HTTP/1.0 client");
     if let Some(at) = first_difference(&response.body, &pattern(100_000)) {
-        panic!(
-            "HTTP/1.0 download differs at byte {at} ({} bytes)",
-            response.body.len()
-        );
+        panic!("HTTP/1.0 download differs at byte {at} ({} bytes)", response.body.len());
     }
 }
 
@@ -621,10 +502,7 @@ fn control_paths_never_forwarded(driver: &str) {
 
     let listing = request(addr, "GET", "/_croupier/providers", &topic, b"");
     assert_eq!(listing.status, 200, "providers: {}", listing.summary());
-    assert_eq!(
-        providers_of(&listing.json(), TOPIC),
-        vec![loopback(provider.port())]
-    );
+    assert_eq!(providers_of(&listing.json(), TOPIC), vec![loopback(provider.port())]);
 
     let body = json!({"topic": TOPIC, "host": "127.0.0.1", "port": provider.port()}).to_string();
     let announce = request(addr, "POST", "/_croupier/announce", &topic, body.as_bytes());
@@ -634,18 +512,11 @@ fn control_paths_never_forwarded(driver: &str) {
     // Neither an unknown control path nor a query string makes it the provider's.
     for path in ["/_croupier/no-such-endpoint", "/_croupier/health?verbose=1"] {
         let response = request(addr, "GET", path, &topic, b"");
-        assert_ne!(
-            response.body_text(),
-            echo_body(&provider),
-            "{path} was forwarded"
-        );
+        assert_ne!(response.body_text(), echo_body(&provider), "{path} was forwarded");
     }
 
     let targets: Vec<String> = provider.requests().into_iter().map(|r| r.target).collect();
-    assert!(
-        targets.is_empty(),
-        "the provider received requests: {targets:?}"
-    );
+    assert!(targets.is_empty(), "the provider received requests: {targets:?}");
 }
 
 /// Case 11a. SIGTERM ends croupier with status 0.
@@ -659,12 +530,7 @@ fn sigterm_exits_zero(driver: &str) {
     croupier.signal(libc::SIGTERM);
     let status = croupier.wait_exit(Duration::from_millis(EXIT_TIMEOUT_MS));
     let code = status.and_then(|s| s.code());
-    assert_eq!(
-        code,
-        Some(0),
-        "exit after SIGTERM: {status:?}; log:\n{}",
-        croupier.logs()
-    );
+    assert_eq!(code, Some(0), "exit after SIGTERM: {status:?}; log:\n{}", croupier.logs());
 }
 
 /// Case 11b. SIGINT ends croupier with status 0 even while a keep-alive client sits idle.
@@ -677,28 +543,16 @@ fn sigint_with_idle_client_exits_zero(driver: &str) {
     croupier.signal(libc::SIGINT);
     let status = croupier.wait_exit(Duration::from_millis(EXIT_TIMEOUT_MS));
     let code = status.and_then(|s| s.code());
-    assert_eq!(
-        code,
-        Some(0),
-        "exit after SIGINT: {status:?}; log:\n{}",
-        croupier.logs()
-    );
+    assert_eq!(code, Some(0), "exit after SIGINT: {status:?}; log:\n{}", croupier.logs());
     drop(idle);
 }
 
 /// Case 12a. `--help` exits 0 and names every option.
 fn help_mentions_every_option(driver: &str) {
-    let run = run_to_exit(
-        &["--driver", driver, "--help"],
-        Duration::from_millis(EXIT_TIMEOUT_MS),
-    );
+    let run = run_to_exit(&["--driver", driver, "--help"], Duration::from_millis(EXIT_TIMEOUT_MS));
     assert_eq!(run.status.and_then(|s| s.code()), Some(0), "{run:?}");
     for option in ["--host", "--cores", "--driver", "--log-level"] {
-        assert!(
-            run.stdout.contains(option),
-            "--help does not mention {option}:\n{}",
-            run.stdout
-        );
+        assert!(run.stdout.contains(option), "--help does not mention {option}:\n{}", run.stdout);
     }
     assert!(
         run.stdout.to_lowercase().contains("port"),
@@ -720,47 +574,20 @@ fn bad_command_line_exits_2(driver: &str) {
         vec!["--driver", driver, "70000"],
     ];
     for case in cases {
-        let args: Vec<&str> = loopback_only
-            .iter()
-            .copied()
-            .chain(case.iter().copied())
-            .collect();
+        let args: Vec<&str> = loopback_only.iter().copied().chain(case.iter().copied()).collect();
         let run = run_to_exit(&args, Duration::from_millis(EXIT_TIMEOUT_MS));
-        assert_eq!(
-            run.status.and_then(|s| s.code()),
-            Some(2),
-            "{case:?}: {run:?}"
-        );
-        assert!(
-            !run.stderr.trim().is_empty(),
-            "{case:?}: no message on stderr"
-        );
+        assert_eq!(run.status.and_then(|s| s.code()), Some(2), "{case:?}: {run:?}");
+        assert!(!run.stderr.trim().is_empty(), "{case:?}: no message on stderr");
     }
 }
 
 /// Case 12c. A port another socket holds makes croupier exit 1, naming the port.
 fn port_in_use_exits_1(driver: &str) {
     let holder = TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
-    let port = holder
-        .local_addr()
-        .expect("held address")
-        .port()
-        .to_string();
-    let args = [
-        "--host",
-        "127.0.0.1",
-        "--cores",
-        "2",
-        "--driver",
-        driver,
-        &port,
-    ];
+    let port = holder.local_addr().expect("held address").port().to_string();
+    let args = ["--host", "127.0.0.1", "--cores", "2", "--driver", driver, &port];
     let run = run_to_exit(&args, Duration::from_millis(EXIT_TIMEOUT_MS));
     assert_eq!(run.status.and_then(|s| s.code()), Some(1), "{run:?}");
-    assert!(
-        run.stderr.contains(&port),
-        "the message does not name port {port}:\n{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&port), "the message does not name port {port}:\n{}", run.stderr);
     drop(holder);
 }

@@ -129,9 +129,7 @@ fn run(args: &Args) -> Result<(), String> {
     install_stop_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = TcpListener::bind((args.host, args.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read bound address: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot read bound address: {e}"))?;
 
     // The demo script and tests read this line to learn the ephemeral port.
     let mut stdout = io::stdout();
@@ -140,16 +138,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
 
     let greeting = match &args.name {
-        Some(name) => format!(
-            "hello from provider {name} at {addr} (topic {})",
-            args.topic
-        ),
+        Some(name) => format!("hello from provider {name} at {addr} (topic {})", args.topic),
         None => format!("hello from provider {addr} (topic {})", args.topic),
     };
-    let provider = Arc::new(Provider {
-        greeting,
-        active: AtomicUsize::new(0),
-    });
+    let provider = Arc::new(Provider { greeting, active: AtomicUsize::new(0) });
     thread::Builder::new()
         .name("accept".into())
         .spawn(move || accept_loop(&listener, &provider))
@@ -235,10 +227,7 @@ fn accept_loop(listener: &TcpListener, provider: &Arc<Provider>) {
 fn admit(stream: TcpStream, provider: &Arc<Provider>) {
     if provider.active.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
         provider.active.fetch_sub(1, Ordering::SeqCst);
-        debug!(
-            connections_max = CONNECTIONS_MAX,
-            "refusing a client: all slots taken"
-        );
+        debug!(connections_max = CONNECTIONS_MAX, "refusing a client: all slots taken");
         let _ = stream.set_write_timeout(Some(Duration::from_millis(CLIENT_WRITE_TIMEOUT_MS)));
         let _ = write_error(&stream, 503, "too many connections");
         return;
@@ -302,10 +291,7 @@ fn serve_client(stream: TcpStream, slot: &Slot) {
                 break;
             }
             Err(RequestError::HeadTooLarge) => {
-                debug!(
-                    head_bytes_max = HEAD_BYTES_MAX,
-                    "client sent an over-large head"
-                );
+                debug!(head_bytes_max = HEAD_BYTES_MAX, "client sent an over-large head");
                 let _ = write_error(&reader.stream, 431, "request head too large");
                 break;
             }
@@ -410,12 +396,7 @@ struct Reader {
 
 impl Reader {
     fn new(stream: TcpStream) -> Self {
-        Reader {
-            stream,
-            buf: vec![0; HEAD_BYTES_MAX].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
+        Reader { stream, buf: vec![0; HEAD_BYTES_MAX].into_boxed_slice(), start: 0, end: 0 }
     }
 
     fn buffered(&self) -> &[u8] {
@@ -423,10 +404,7 @@ impl Reader {
     }
 
     fn consume(&mut self, n: usize) {
-        debug_assert!(
-            n <= self.end - self.start,
-            "consumed more than was buffered"
-        );
+        debug_assert!(n <= self.end - self.start, "consumed more than was buffered");
         self.start += n;
         if self.start == self.end {
             self.start = 0;
@@ -538,15 +516,11 @@ impl Reader {
 
 fn has_bare_lf(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'\n')
-        || bytes
-            .windows(2)
-            .any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
+        || bytes.windows(2).any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// How the body of a request is delimited (RFC 9112 §6.3).
@@ -601,9 +575,8 @@ fn parse_head(head: &[u8]) -> Result<Head, RequestError> {
 /// Takes the CRLF off a head line. RFC 9112 §2.2 lets a recipient accept a bare LF, but a
 /// proxy in front may frame such a head differently, so it is refused, as is a bare CR.
 fn strip_crlf(line: &[u8]) -> Result<&[u8], RequestError> {
-    let line = line
-        .strip_suffix(b"\r\n")
-        .ok_or(RequestError::Malformed("line ends in a bare LF"))?;
+    let line =
+        line.strip_suffix(b"\r\n").ok_or(RequestError::Malformed("line ends in a bare LF"))?;
     if line.contains(&b'\r') {
         return Err(RequestError::Malformed("bare CR in the head"));
     }
@@ -616,17 +589,13 @@ fn parse_request_line(line: &[u8]) -> Result<(bool, u8), RequestError> {
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(RequestError::Malformed(
-            "request line is not method, target and version",
-        ));
+        return Err(RequestError::Malformed("request line is not method, target and version"));
     };
     if !is_token(method) {
         return Err(RequestError::Malformed("method is not a token"));
     }
     if target.is_empty() || !target.iter().all(|&b| b.is_ascii_graphic()) {
-        return Err(RequestError::Malformed(
-            "request target is empty or not visible ASCII",
-        ));
+        return Err(RequestError::Malformed("request target is empty or not visible ASCII"));
     }
     let version_minor = match version {
         b"HTTP/1.1" => 1,
@@ -665,13 +634,8 @@ impl Fields {
         if !is_token(name) {
             return Err(RequestError::Malformed("header name is not a token"));
         }
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
-            return Err(RequestError::Malformed(
-                "control character in a header value",
-            ));
+        if !value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+            return Err(RequestError::Malformed("control character in a header value"));
         }
 
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -704,9 +668,7 @@ impl Fields {
             if !digits_ok {
                 return Err(RequestError::Malformed("invalid Content-Length"));
             }
-            let length = element
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let length = element.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             if self.content_length.is_some_and(|seen| seen != length) {
                 return Err(RequestError::Malformed("conflicting Content-Length values"));
             }
@@ -719,20 +681,14 @@ impl Fields {
     fn framing(&self, version_minor: u8) -> Result<Framing, RequestError> {
         if self.transfer_encoding {
             if version_minor == 0 {
-                return Err(RequestError::Malformed(
-                    "Transfer-Encoding in an HTTP/1.0 request",
-                ));
+                return Err(RequestError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
             }
             // A server may reject a request with both; rejecting leaves nothing to smuggle.
             if self.content_length.is_some() {
-                return Err(RequestError::Malformed(
-                    "both Content-Length and Transfer-Encoding",
-                ));
+                return Err(RequestError::Malformed("both Content-Length and Transfer-Encoding"));
             }
             if !self.chunked_last || self.chunked_count != 1 {
-                return Err(RequestError::Malformed(
-                    "transfer codings do not end in one chunked",
-                ));
+                return Err(RequestError::Malformed("transfer codings do not end in one chunked"));
             }
             return Ok(Framing::Chunked);
         }
@@ -745,9 +701,7 @@ impl Fields {
 
 fn is_token(bytes: &[u8]) -> bool {
     !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn trim_ows(mut bytes: &[u8]) -> &[u8] {
@@ -761,10 +715,7 @@ fn trim_ows(mut bytes: &[u8]) -> &[u8] {
 }
 
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|element| !element.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|element| !element.is_empty())
 }
 
 /// Reads and drops a chunked body, trailers included, and returns its data length.
@@ -820,9 +771,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, RequestError> {
     if !rest.is_empty() {
         let extension = trim_ows(rest);
         let extension_ok = extension.first() == Some(&b';')
-            && extension
-                .iter()
-                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            && extension.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
         if !extension_ok {
             return Err(RequestError::Malformed("invalid chunk extension"));
         }
@@ -858,21 +807,13 @@ fn parse_croupier_url(url: &str) -> Result<Croupier, String> {
     // A port follows the last colon, unless that colon is inside an IPv6 literal.
     let has_port = match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && !port.contains(']') => {
-            port.parse::<u16>()
-                .map_err(|_| format!("invalid port in {url}"))?;
+            port.parse::<u16>().map_err(|_| format!("invalid port in {url}"))?;
             true
         }
         _ => false,
     };
-    let authority = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok(Croupier {
-        url: url.to_string(),
-        authority,
-    })
+    let authority = if has_port { authority.to_string() } else { format!("{authority}:80") };
+    Ok(Croupier { url: url.to_string(), authority })
 }
 
 fn parse_topic(topic: &str) -> Result<String, String> {
@@ -962,11 +903,7 @@ fn leave(croupier: &Croupier, topic: &str, addr: SocketAddr) {
 /// The host to announce: the listening address, or, when listening on every address, the
 /// address this machine reaches croupier from, which is the one croupier can reach back.
 fn announced_host(listening: IpAddr, local: IpAddr) -> String {
-    let host = if listening.is_unspecified() {
-        local
-    } else {
-        listening
-    };
+    let host = if listening.is_unspecified() { local } else { listening };
     host.to_string()
 }
 
@@ -1032,12 +969,7 @@ fn read_control_reply(stream: &mut TcpStream) -> io::Result<ControlReply> {
             Ok(n) => reply.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // A read timeout shows as EAGAIN, whose message would puzzle a reader of the logs.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 let message = format!("no reply within {CONTROL_IO_TIMEOUT_MS} ms");
                 return Err(io::Error::new(io::ErrorKind::TimedOut, message));
             }
@@ -1055,11 +987,7 @@ fn read_control_reply(stream: &mut TcpStream) -> io::Result<ControlReply> {
     };
     let status = status.ok_or_else(bad_reply)?;
     let body = find(&reply, b"\r\n\r\n")
-        .map(|head_end| {
-            String::from_utf8_lossy(&reply[head_end + 4..])
-                .trim_end()
-                .to_string()
-        })
+        .map(|head_end| String::from_utf8_lossy(&reply[head_end + 4..]).trim_end().to_string())
         .unwrap_or_default();
     Ok(ControlReply { status, body })
 }
@@ -1072,10 +1000,7 @@ fn content_length(head: &[u8]) -> Option<usize> {
         if !line[..colon].eq_ignore_ascii_case(b"content-length") {
             return None;
         }
-        std::str::from_utf8(trim_ows(&line[colon + 1..]))
-            .ok()?
-            .parse()
-            .ok()
+        std::str::from_utf8(trim_ows(&line[colon + 1..])).ok()?.parse().ok()
     })
 }
 
@@ -1112,11 +1037,7 @@ mod tests {
             b"GET /  HTTP/1.1\r\n\r\n",
             b"GET / HTTP/2.0\r\n\r\n",
         ] {
-            assert!(
-                framing_of(bad).is_err(),
-                "accepted {:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(framing_of(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -1126,15 +1047,9 @@ mod tests {
         let keep = Some(Persistence::KeepAlive);
         let close = Some(Persistence::Close);
         assert_eq!(persistence(b"GET / HTTP/1.1\r\n\r\n"), keep);
-        assert_eq!(
-            persistence(b"GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n"),
-            close
-        );
+        assert_eq!(persistence(b"GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n"), close);
         assert_eq!(persistence(b"GET / HTTP/1.0\r\n\r\n"), close);
-        assert_eq!(
-            persistence(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"),
-            keep
-        );
+        assert_eq!(persistence(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), keep);
     }
 
     #[test]
@@ -1145,44 +1060,21 @@ mod tests {
         assert_eq!(size(b"A;name=value"), Some(10));
         assert_eq!(size(b"a ; name"), Some(10));
         assert_eq!(size(b"fffffffffffffff"), Some((1 << 60) - 1));
-        for bad in [
-            &b""[..],
-            b";x",
-            b"1000000000000000",
-            b"5 ",
-            b"5x",
-            b"5;\x01",
-        ] {
-            assert_eq!(
-                size(bad),
-                None,
-                "accepted {:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b""[..], b";x", b"1000000000000000", b"5 ", b"5x", b"5;\x01"] {
+            assert_eq!(size(bad), None, "accepted {:?}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
     fn croupier_urls_need_http_and_get_port_80_by_default() {
         let authority = |url: &str| parse_croupier_url(url).map(|c| c.authority).ok();
-        assert_eq!(
-            authority("http://127.0.0.1:8000"),
-            Some("127.0.0.1:8000".into())
-        );
-        assert_eq!(
-            authority("http://localhost:8000/"),
-            Some("localhost:8000".into())
-        );
+        assert_eq!(authority("http://127.0.0.1:8000"), Some("127.0.0.1:8000".into()));
+        assert_eq!(authority("http://localhost:8000/"), Some("localhost:8000".into()));
         assert_eq!(authority("http://croupier"), Some("croupier:80".into()));
         assert_eq!(authority("http://[::1]:8000"), Some("[::1]:8000".into()));
         assert_eq!(authority("http://[::1]"), Some("[::1]:80".into()));
-        for bad in [
-            "https://x:1",
-            "127.0.0.1:8000",
-            "http://",
-            "http://x:1/path",
-            "http://x:99999",
-        ] {
+        for bad in ["https://x:1", "127.0.0.1:8000", "http://", "http://x:1/path", "http://x:99999"]
+        {
             assert_eq!(authority(bad), None, "accepted {bad}");
         }
     }

@@ -53,10 +53,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    eprintln!(
-        "l4-relay: {} -> {} on {driver}",
-        options.listen, options.upstream
-    );
+    eprintln!("l4-relay: {} -> {} on {driver}", options.listen, options.upstream);
     let upstream = options.upstream;
     let threads: Vec<_> = listeners
         .into_iter()

@@ -27,12 +27,18 @@ pub const TTL_DEFAULT_S: u64 = 10;
 /// configuration in disguise.
 pub const TTL_MAX_S: u64 = 86_400;
 
+/// Largest weight: a ratio of a million to one between two providers is
+/// already more than balancing can express.
+pub const WEIGHT_MAX: f64 = 1_000_000.0;
+
 /// A provider named by a leave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leave {
     pub topic: String,
     pub host: HostSpec,
     pub port: u16,
+    /// Stop new requests but let those in flight finish.
+    pub drain: bool,
 }
 
 /// Parses an announce body. `peer` is the announcing connection's address,
@@ -53,21 +59,39 @@ pub fn parse_announce(body: &[u8], peer: SocketAddr) -> Result<Announce, Reply> 
             Duration::from_secs_f64(seconds)
         }
     };
-    Ok(Announce {
-        topic,
-        host,
-        port,
-        ttl,
-    })
+    let weight = match object.get("weight") {
+        None | Some(Value::Null) => 1.0,
+        Some(value) => value
+            .as_f64()
+            .filter(|w| w.is_finite() && *w > 0.0 && *w <= WEIGHT_MAX)
+            .ok_or_else(|| bad(&format!("weight: above 0 and at most {WEIGHT_MAX}"), "weight"))?,
+    };
+    let max_inflight = match object.get("max_inflight") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|m| (1..=u64::from(u32::MAX)).contains(m))
+                .map(|m| m as u32)
+                .ok_or_else(|| bad("max_inflight: a whole number from 1", "max_inflight"))?,
+        ),
+    };
+    Ok(Announce { topic, host, port, ttl, weight, max_inflight })
 }
 
 /// Parses a leave body.
 pub fn parse_leave(body: &[u8], peer: SocketAddr) -> Result<Leave, Reply> {
     let object = parse_object(body)?;
+    let drain = match object.get("drain") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(drain)) => *drain,
+        Some(_) => return Err(bad("drain must be true or false", "drain")),
+    };
     Ok(Leave {
         topic: topic_field(&object)?,
         host: host_field(&object, peer)?,
         port: port_field(&object)?,
+        drain,
     })
 }
 
@@ -75,9 +99,7 @@ pub fn parse_leave(body: &[u8], peer: SocketAddr) -> Result<Leave, Reply> {
 /// without quoting, and so what a topic may be made of.
 pub fn is_token(text: &[u8]) -> bool {
     !text.is_empty()
-        && text
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && text.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Reply> {
@@ -98,10 +120,7 @@ fn topic_field(object: &serde_json::Map<String, Value>) -> Result<String, Reply>
         return Err(bad("topic is empty", "topic"));
     }
     if topic.len() > TOPIC_BYTES_MAX {
-        return Err(bad(
-            &format!("topic longer than {TOPIC_BYTES_MAX} bytes"),
-            "topic",
-        ));
+        return Err(bad(&format!("topic longer than {TOPIC_BYTES_MAX} bytes"), "topic"));
     }
     if !is_token(topic.as_bytes()) {
         return Err(bad(
@@ -125,17 +144,12 @@ fn host_field(
         return Ok(HostSpec::Ip(peer.ip()));
     }
     // `[::1]` is how people write IPv6 next to a port; accept it bare too.
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(HostSpec::Ip(ip));
     }
     let name_ok = host.len() <= HOST_BYTES_MAX
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !name_ok {
         return Err(bad("host must be an IP address or a DNS name", "host"));
     }
@@ -175,11 +189,9 @@ mod tests {
 
     #[test]
     fn a_full_announce_and_defaults() {
-        let a = parse_announce(
-            br#"{"topic":"billing","host":"10.0.0.5","port":8008,"ttl":3}"#,
-            peer(),
-        )
-        .unwrap();
+        let a =
+            parse_announce(br#"{"topic":"billing","host":"10.0.0.5","port":8008,"ttl":3}"#, peer())
+                .unwrap();
         assert_eq!(a.host, HostSpec::Ip("10.0.0.5".parse().unwrap()));
         assert_eq!((a.port, a.ttl), (8008, Duration::from_secs(3)));
         let a = parse_announce(br#"{"topic":"billing","port":"8008"}"#, peer()).unwrap();
@@ -201,21 +213,17 @@ mod tests {
         assert_eq!(field_of("[1]"), "body");
         assert_eq!(field_of(r#"{"port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"","port":80}"#), "topic");
-        assert_eq!(
-            field_of(&format!(r#"{{"topic":"{}","port":80}}"#, "a".repeat(256))),
-            "topic"
-        );
+        assert_eq!(field_of(&format!(r#"{{"topic":"{}","port":80}}"#, "a".repeat(256))), "topic");
         assert_eq!(field_of(r#"{"topic":"a b","port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"a\r\nx: y","port":80}"#), "topic");
         assert_eq!(field_of(r#"{"topic":"t"}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":0}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":70000}"#), "port");
         assert_eq!(field_of(r#"{"topic":"t","port":"80x"}"#), "port");
-        assert_eq!(
-            field_of(r#"{"topic":"t","port":80,"host":"a\r\nb"}"#),
-            "host"
-        );
+        assert_eq!(field_of(r#"{"topic":"t","port":80,"host":"a\r\nb"}"#), "host");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":-1}"#), "ttl");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":1e9}"#), "ttl");
+        assert_eq!(field_of(r#"{"topic":"t","port":80,"weight":0}"#), "weight");
+        assert_eq!(field_of(r#"{"topic":"t","port":80,"max_inflight":0}"#), "max_inflight");
     }
 }

@@ -33,16 +33,10 @@ pub struct ControlRequest {
 impl ControlRequest {
     pub fn of(head: &RequestHead<'_, '_>, info: RequestInfo) -> Self {
         let target = match head.target.find("://") {
-            Some(at) => head.target[at + 3..]
-                .find('/')
-                .map_or("/", |s| &head.target[at + 3 + s..]),
+            Some(at) => head.target[at + 3..].find('/').map_or("/", |s| &head.target[at + 3 + s..]),
             None => head.target,
         };
-        let path = target
-            .split('?')
-            .next()
-            .unwrap_or(target)
-            .trim_end_matches('/');
+        let path = target.split('?').next().unwrap_or(target).trim_end_matches('/');
         let authorization = head
             .headers
             .iter()
@@ -89,11 +83,7 @@ pub async fn handle(conn: &mut Conn, worker: &Worker, request: ControlRequest) -
     worker.count_status(reply.status);
     let (result, out) = conn.client.write_all(out).await;
     worker.bufs.put(out);
-    if result.is_ok() && keep {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    }
+    if result.is_ok() && keep { Next::KeepAlive } else { Next::Close }
 }
 
 async fn route(conn: &Conn, worker: &Worker, request: &ControlRequest, body: &[u8]) -> Reply {
@@ -109,10 +99,7 @@ async fn route(conn: &Conn, worker: &Worker, request: &ControlRequest, body: &[u
             let (reply_tx, reply_rx) = flume::bounded(1);
             let message = if request.path.ends_with("announce") {
                 match parse_announce(body, conn.peer) {
-                    Ok(announce) => ControlMsg::Announce {
-                        announce,
-                        reply: reply_tx,
-                    },
+                    Ok(announce) => ControlMsg::Announce { announce, reply: reply_tx },
                     Err(reply) => return reply,
                 }
             } else {
@@ -121,6 +108,7 @@ async fn route(conn: &Conn, worker: &Worker, request: &ControlRequest, body: &[u
                         topic: leave.topic,
                         host: leave.host,
                         port: leave.port,
+                        drain: leave.drain,
                         reply: reply_tx,
                     },
                     Err(reply) => return reply,
@@ -157,17 +145,10 @@ fn is_mutation(path: &str) -> bool {
 /// `--token`: announce and leave need `Authorization: Bearer <token>`.
 fn check_token(worker: &Worker, request: &ControlRequest) -> Option<Reply> {
     let token = worker.config.token.as_deref()?;
-    let presented = request
-        .authorization
-        .as_deref()
-        .and_then(|v| v.strip_prefix(b"Bearer "));
+    let presented = request.authorization.as_deref().and_then(|v| v.strip_prefix(b"Bearer "));
     match presented {
         Some(presented) if constant_time_eq(presented, token.as_bytes()) => None,
-        _ => Some(Reply::error(
-            401,
-            "announce and leave need Authorization: Bearer <token>",
-            None,
-        )),
+        _ => Some(Reply::error(401, "announce and leave need Authorization: Bearer <token>", None)),
     }
 }
 
@@ -228,17 +209,11 @@ async fn read_body(
             }
         }
         let (client, inbound, canceller) = conn.parts();
-        match inbound
-            .read_more(client, crate::proxy::buffer::BUF_BYTES, timeout, canceller)
-            .await
-        {
+        match inbound.read_more(client, crate::proxy::buffer::BUF_BYTES, timeout, canceller).await {
             Ok(0) | Err(ReadError::Io(_)) => return Err(None),
             Ok(_) => {}
             Err(ReadError::TimedOut) => {
-                return Err(Some(ProxyError::client(
-                    408,
-                    "control request body timed out",
-                )));
+                return Err(Some(ProxyError::client(408, "control request body timed out")));
             }
         }
     }

@@ -29,10 +29,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: value.to_string(),
-        }
+        Reply { status, body: value.to_string() }
     }
 
     /// The error shape every croupier error uses.
@@ -47,13 +44,17 @@ impl Reply {
 }
 
 /// A validated announce, before its host is resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Announce {
     pub topic: String,
     /// The announced host, or the announcing connection's peer address.
     pub host: HostSpec,
     pub port: u16,
     pub ttl: Duration,
+    /// Share of traffic relative to the topic's other providers.
+    pub weight: f64,
+    /// Most requests in flight to it, per core.
+    pub max_inflight: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,14 +72,19 @@ pub enum ControlMsg {
         announce: Announce,
         reply: flume::Sender<Reply>,
     },
+    /// With `drain`, the provider only stops getting new requests; it is
+    /// removed when its lease ends.
     Leave {
         topic: String,
         host: HostSpec,
         port: u16,
+        drain: bool,
         reply: flume::Sender<Reply>,
     },
     /// Every core's view of every provider, for `GET /_croupier/providers`.
-    Providers { reply: flume::Sender<Reply> },
+    Providers {
+        reply: flume::Sender<Reply>,
+    },
     /// A core failed to reach this provider.
     Failed {
         topic: Box<str>,
@@ -90,9 +96,14 @@ pub enum ControlMsg {
         provider: SocketAddr,
     },
     /// A core applied change `seq`.
-    Applied { seq: u64 },
+    Applied {
+        seq: u64,
+    },
     /// A core's counters, answering report `seq`.
-    Stats { seq: u64, rows: Vec<ProviderStats> },
+    Stats {
+        seq: u64,
+        rows: Vec<ProviderStats>,
+    },
 }
 
 /// One core's counters for one provider.

@@ -40,6 +40,8 @@ struct Lease {
     /// Consecutive ejections; the back-off doubles with each.
     ejections: u32,
     down_until: Option<Instant>,
+    /// Left with `drain`: no new requests; removed when the lease ends.
+    draining: bool,
 }
 
 /// A reply waiting for every core to acknowledge a change.
@@ -73,20 +75,18 @@ pub fn spawn(
     inbox: flume::Receiver<ControlMsg>,
     cores: Vec<flume::Sender<CoreMsg>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("croupier-control".into())
-        .spawn(move || {
-            let mut sequencer = Sequencer {
-                policy,
-                cores,
-                leases: HashMap::new(),
-                expiries: BinaryHeap::new(),
-                next_seq: 0,
-                pending: HashMap::new(),
-                gathering: HashMap::new(),
-            };
-            sequencer.run(inbox);
-        })
+    std::thread::Builder::new().name("croupier-control".into()).spawn(move || {
+        let mut sequencer = Sequencer {
+            policy,
+            cores,
+            leases: HashMap::new(),
+            expiries: BinaryHeap::new(),
+            next_seq: 0,
+            pending: HashMap::new(),
+            gathering: HashMap::new(),
+        };
+        sequencer.run(inbox);
+    })
 }
 
 impl Sequencer {
@@ -116,17 +116,14 @@ impl Sequencer {
                     let _ = reply.send(answer);
                 }
             },
-            ControlMsg::Leave {
-                topic,
-                host,
-                port,
-                reply,
-            } => match self.leave(&topic, &host, port) {
-                Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
-                Err(answer) => {
-                    let _ = reply.send(answer);
+            ControlMsg::Leave { topic, host, port, drain, reply } => {
+                match self.leave(&topic, &host, port, drain) {
+                    Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
+                    Err(answer) => {
+                        let _ = reply.send(answer);
+                    }
                 }
-            },
+            }
             ControlMsg::Providers { reply } => self.gather(reply),
             ControlMsg::Failed { topic, provider } => self.eject(topic, provider),
             ControlMsg::Recovered { topic, provider } => {
@@ -143,11 +140,7 @@ impl Sequencer {
     fn announce(&mut self, announce: Announce) -> Result<(TableChange, Reply), Reply> {
         let provider = resolve(&announce.host, announce.port)?;
         if let Some(reason) = cidr::refusal(provider.ip(), &self.policy.allow_provider) {
-            return Err(Reply::error(
-                403,
-                &format!("provider refused: {reason}"),
-                Some("host"),
-            ));
+            return Err(Reply::error(403, &format!("provider refused: {reason}"), Some("host")));
         }
         let topics = self.leases.len();
         let providers = self.leases.get(&announce.topic).map_or(0, HashMap::len);
@@ -156,10 +149,7 @@ impl Sequencer {
             let reason = format!("topic table full: topics_max is {}", self.policy.topics_max);
             return Err(Reply::error(507, &reason, Some("topic")));
         }
-        let known = self
-            .leases
-            .get(&announce.topic)
-            .is_some_and(|t| t.contains_key(&provider));
+        let known = self.leases.get(&announce.topic).is_some_and(|t| t.contains_key(&provider));
         if !known && providers >= self.policy.providers_per_topic_max {
             let reason = format!(
                 "topic full: providers_per_topic_max is {}",
@@ -169,21 +159,20 @@ impl Sequencer {
         }
 
         let expires = Instant::now() + announce.ttl;
-        let lease = self
-            .leases
-            .entry(announce.topic.clone())
-            .or_default()
-            .entry(provider)
-            .or_insert(Lease {
-                expires,
-                ttl: announce.ttl,
-                ejections: 0,
-                down_until: None,
-            });
+        let lease =
+            self.leases.entry(announce.topic.clone()).or_default().entry(provider).or_insert(
+                Lease {
+                    expires,
+                    ttl: announce.ttl,
+                    ejections: 0,
+                    down_until: None,
+                    draining: false,
+                },
+            );
         lease.expires = expires;
         lease.ttl = announce.ttl;
-        self.expiries
-            .push(Reverse((expires, announce.topic.clone(), provider)));
+        lease.draining = false;
+        self.expiries.push(Reverse((expires, announce.topic.clone(), provider)));
 
         let count = self.leases[&announce.topic].len();
         let answer = Reply::json(
@@ -200,6 +189,8 @@ impl Sequencer {
         let change = TableChange::Upsert {
             topic: announce.topic.into(),
             provider,
+            weight: announce.weight,
+            max_inflight: announce.max_inflight,
         };
         Ok((change, answer))
     }
@@ -209,13 +200,27 @@ impl Sequencer {
         topic: &str,
         host: &HostSpec,
         port: u16,
+        drain: bool,
     ) -> Result<(TableChange, Reply), Reply> {
         let provider = resolve(host, port)?;
-        let removed = self
-            .leases
-            .get_mut(topic)
-            .and_then(|t| t.remove(&provider))
-            .is_some();
+        if drain {
+            let Some(lease) = self.lease_mut(topic, provider) else {
+                let reason = format!("{provider} is not a provider of {topic}");
+                return Err(Reply::error(404, &reason, None));
+            };
+            lease.draining = true;
+            let answer = Reply::json(
+                200,
+                &json!({
+                    "result": "ok",
+                    "topic": topic,
+                    "provider": provider.to_string(),
+                    "state": "draining",
+                }),
+            );
+            return Ok((TableChange::Drain { topic: topic.into(), provider }, answer));
+        }
+        let removed = self.leases.get_mut(topic).and_then(|t| t.remove(&provider)).is_some();
         if !removed {
             return Err(Reply::error(
                 404,
@@ -236,13 +241,7 @@ impl Sequencer {
                 "providers": count,
             }),
         );
-        Ok((
-            TableChange::Remove {
-                topic: topic.into(),
-                provider,
-            },
-            answer,
-        ))
+        Ok((TableChange::Remove { topic: topic.into(), provider }, answer))
     }
 
     fn eject(&mut self, topic: Box<str>, provider: SocketAddr) {
@@ -254,22 +253,13 @@ impl Sequencer {
         if lease.down_until.is_some_and(|until| until > now) {
             return;
         }
-        let backoff = EJECT_BASE
-            .saturating_mul(1 << lease.ejections.min(5))
-            .min(EJECT_MAX);
+        let backoff = EJECT_BASE.saturating_mul(1 << lease.ejections.min(5)).min(EJECT_MAX);
         lease.ejections += 1;
         let until = now + backoff;
         lease.down_until = Some(until);
         tracing::warn!(topic = &*topic, %provider, backoff_ms = backoff.as_millis() as u64,
             "provider ejected after a failure");
-        self.broadcast(
-            TableChange::Eject {
-                topic,
-                provider,
-                until,
-            },
-            None,
-        );
+        self.broadcast(TableChange::Eject { topic, provider, until }, None);
     }
 
     /// Removes every lease that ran out by `now`.
@@ -291,13 +281,7 @@ impl Sequencer {
                 self.leases.remove(&topic);
             }
             tracing::debug!(topic, %provider, "lease expired");
-            self.broadcast(
-                TableChange::Remove {
-                    topic: topic.into(),
-                    provider,
-                },
-                None,
-            );
+            self.broadcast(TableChange::Remove { topic: topic.into(), provider }, None);
         }
     }
 
@@ -305,18 +289,9 @@ impl Sequencer {
         let seq = self.next_seq;
         self.next_seq += 1;
         for core in &self.cores {
-            let _ = core.send(CoreMsg::Apply {
-                seq,
-                change: change.clone(),
-            });
+            let _ = core.send(CoreMsg::Apply { seq, change: change.clone() });
         }
-        self.pending.insert(
-            seq,
-            Pending {
-                acks_left: self.cores.len(),
-                reply,
-            },
-        );
+        self.pending.insert(seq, Pending { acks_left: self.cores.len(), reply });
     }
 
     fn acknowledge(&mut self, seq: u64) {
@@ -338,11 +313,7 @@ impl Sequencer {
         for core in &self.cores {
             let _ = core.send(CoreMsg::Report { seq });
         }
-        let gathering = Gathering {
-            answers_left: self.cores.len(),
-            rows: Vec::new(),
-            reply,
-        };
+        let gathering = Gathering { answers_left: self.cores.len(), rows: Vec::new(), reply };
         self.gathering.insert(seq, gathering);
     }
 
@@ -387,7 +358,13 @@ impl Sequencer {
                         "ttl_s": seconds(lease.ttl),
                         "requests": requests,
                         "inflight": inflight,
-                        "state": if ejected { "ejected" } else { "live" },
+                        "state": if lease.draining {
+                            "draining"
+                        } else if ejected {
+                            "ejected"
+                        } else {
+                            "live"
+                        },
                     })
                 })
                 .collect();

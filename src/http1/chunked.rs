@@ -137,10 +137,7 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder {
-            state: State::Size { digits: 0, size: 0 },
-            trailer_bytes: 0,
-        }
+        ChunkedDecoder { state: State::Size { digits: 0, size: 0 }, trailer_bytes: 0 }
     }
 
     pub fn is_done(&self) -> bool {
@@ -156,16 +153,8 @@ impl ChunkedDecoder {
             if let State::Data { left } = self.state {
                 let data = (input.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
                 let left = left - data as u64;
-                self.state = if left == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { left }
-                };
-                return Ok(Step {
-                    framing: at,
-                    data,
-                    done: false,
-                });
+                self.state = if left == 0 { State::DataCr } else { State::Data { left } };
+                return Ok(Step { framing: at, data, done: false });
             }
             if self.state == State::Done {
                 break;
@@ -173,21 +162,16 @@ impl ChunkedDecoder {
             self.state = self.framing_byte(input[at])?;
             at += 1;
         }
-        Ok(Step {
-            framing: at,
-            data: 0,
-            done: self.state == State::Done,
-        })
+        Ok(Step { framing: at, data: 0, done: self.state == State::Done })
     }
 
     /// Advances the state machine over one byte outside chunk data.
     fn framing_byte(&mut self, byte: u8) -> Result<State, ChunkError> {
         let next = match self.state {
             State::Size { digits, size } => match hex_value(byte) {
-                Some(value) if digits < SIZE_DIGITS_MAX => State::Size {
-                    digits: digits + 1,
-                    size: size << 4 | u64::from(value),
-                },
+                Some(value) if digits < SIZE_DIGITS_MAX => {
+                    State::Size { digits: digits + 1, size: size << 4 | u64::from(value) }
+                }
                 Some(_) => return Err(ChunkError::SizeTooLong),
                 None if digits == 0 => return Err(ChunkError::MissingSize),
                 None => match byte {
@@ -204,10 +188,7 @@ impl ChunkedDecoder {
                 b'\n' => return Err(ChunkError::BadLineEnd),
                 0..=8 | 10..=31 | 127 => return Err(ChunkError::InvalidSize),
                 _ if bytes >= CHUNK_EXT_BYTES_MAX => return Err(ChunkError::ExtensionTooLong),
-                _ => State::Extension {
-                    size,
-                    bytes: bytes + 1,
-                },
+                _ => State::Extension { size, bytes: bytes + 1 },
             },
             State::SizeLf { size } => match byte {
                 b'\n' if size == 0 => State::TrailerLineStart,
@@ -348,14 +329,7 @@ mod tests {
     fn sixteen_digits_fit() {
         let mut decoder = ChunkedDecoder::new();
         let step = decoder.decode(b"ffffffffffffffff\r\nab").unwrap();
-        assert_eq!(
-            step,
-            Step {
-                framing: 18,
-                data: 2,
-                done: false
-            }
-        );
+        assert_eq!(step, Step { framing: 18, data: 2, done: false });
     }
 
     #[test]
@@ -363,16 +337,10 @@ mod tests {
         let mut long_ext = b"1;".to_vec();
         long_ext.extend(std::iter::repeat_n(b'a', CHUNK_EXT_BYTES_MAX));
         long_ext.extend_from_slice(b"\r\n");
-        assert_eq!(
-            decode_in_pieces(&long_ext, 512).unwrap_err(),
-            ChunkError::ExtensionTooLong
-        );
+        assert_eq!(decode_in_pieces(&long_ext, 512).unwrap_err(), ChunkError::ExtensionTooLong);
         let mut long_trailer = b"0\r\nx: ".to_vec();
         long_trailer.extend(std::iter::repeat_n(b'a', TRAILER_BYTES_MAX));
         long_trailer.extend_from_slice(b"\r\n\r\n");
-        assert_eq!(
-            decode_in_pieces(&long_trailer, 512).unwrap_err(),
-            ChunkError::TrailersTooLarge
-        );
+        assert_eq!(decode_in_pieces(&long_trailer, 512).unwrap_err(), ChunkError::TrailersTooLarge);
     }
 }

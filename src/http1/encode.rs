@@ -175,11 +175,7 @@ pub fn local_response(
     out: &mut Vec<u8>,
 ) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
-    let _ = write!(
-        out,
-        "content-type: {content_type}\r\ncontent-length: {}\r\n",
-        body.len()
-    );
+    let _ = write!(out, "content-type: {content_type}\r\ncontent-length: {}\r\n", body.len());
     for (name, value) in extra_headers {
         header_line(out, name.as_bytes(), value.as_bytes());
     }
@@ -202,8 +198,7 @@ fn length_line(out: &mut Vec<u8>, length: u64) {
 }
 
 fn is_one_of(name: &str, list: &[&str]) -> bool {
-    list.iter()
-        .any(|candidate| name.eq_ignore_ascii_case(candidate))
+    list.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
 }
 
 /// Hop-by-hop: one of the fixed list, or named by a `Connection` header.
@@ -246,14 +241,9 @@ mod tests {
 
     fn forwarded(raw: &[u8], enabled: bool) -> String {
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let head = parse_request(raw, &mut headers, &HeadLimits::default())
-            .unwrap()
-            .unwrap();
+        let head = parse_request(raw, &mut headers, &HeadLimits::default()).unwrap().unwrap();
         let mut out = Vec::new();
-        let forward = ForwardHeaders {
-            enabled,
-            client_ip: "10.1.2.3".parse().unwrap(),
-        };
+        let forward = ForwardHeaders { enabled, client_ip: "10.1.2.3".parse().unwrap() };
         request_head(&head, &forward, &mut out);
         String::from_utf8(out).unwrap()
     }
@@ -290,20 +280,10 @@ mod tests {
     fn response_heads_keep_head_lengths() {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\nX-A: b\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let head = parse_response(raw, &mut headers, true, &HeadLimits::default())
-            .unwrap()
-            .unwrap();
+        let head =
+            parse_response(raw, &mut headers, true, &HeadLimits::default()).unwrap().unwrap();
         let mut out = Vec::new();
-        response_head(
-            &head,
-            ClientFraming::AsReceived,
-            Version::Http11,
-            true,
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n"
-        );
+        response_head(&head, ClientFraming::AsReceived, Version::Http11, true, &mut out);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n");
     }
 }

@@ -188,10 +188,7 @@ mod tests {
         let f = framing(&[("transfer-encoding", "Chunked")]).unwrap();
         assert_eq!(request_body(f), BodyLength::Chunked);
         assert_eq!(request_body(framing(&[]).unwrap()), BodyLength::Empty);
-        assert_eq!(
-            request_body(framing(&[("content-length", "0")]).unwrap()),
-            BodyLength::Empty
-        );
+        assert_eq!(request_body(framing(&[("content-length", "0")]).unwrap()), BodyLength::Empty);
     }
 
     #[test]
@@ -202,25 +199,12 @@ mod tests {
             framing(&[("content-length", "5"), ("content-length", "6")]),
             Err(HeadError::ConflictingLength)
         );
-        assert_eq!(
-            framing(&[("content-length", "5,6")]),
-            Err(HeadError::ConflictingLength)
-        );
+        assert_eq!(framing(&[("content-length", "5,6")]), Err(HeadError::ConflictingLength));
     }
 
     #[test]
     fn malformed_lengths_are_refused() {
-        for bad in [
-            "",
-            "+5",
-            "-1",
-            "0x5",
-            "5 6",
-            " ",
-            "5,",
-            "18446744073709551616",
-            "1e3",
-        ] {
+        for bad in ["", "+5", "-1", "0x5", "5 6", " ", "5,", "18446744073709551616", "1e3"] {
             assert_eq!(
                 framing(&[("content-length", bad)]),
                 Err(HeadError::InvalidLength),
@@ -233,14 +217,7 @@ mod tests {
 
     #[test]
     fn only_a_single_chunked_coding_is_accepted() {
-        for bad in [
-            "gzip, chunked",
-            "chunked, chunked",
-            "identity",
-            "chunked;q=1",
-            "",
-            "gzip",
-        ] {
+        for bad in ["gzip, chunked", "chunked, chunked", "identity", "chunked;q=1", "", "gzip"] {
             assert_eq!(
                 framing(&[("transfer-encoding", bad)]),
                 Err(HeadError::UnsupportedTransferCoding),
@@ -248,10 +225,7 @@ mod tests {
             );
         }
         assert_eq!(
-            framing(&[
-                ("transfer-encoding", "chunked"),
-                ("transfer-encoding", "chunked")
-            ]),
+            framing(&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
             Err(HeadError::UnsupportedTransferCoding)
         );
         for bad in ["chunked\t", "chunked "] {
@@ -275,9 +249,6 @@ mod tests {
         assert_eq!(response_body(304, false, f), BodyLength::Empty);
         assert_eq!(response_body(101, false, f), BodyLength::Empty);
         assert_eq!(response_body(200, false, f), BodyLength::Fixed(10));
-        assert_eq!(
-            response_body(200, false, framing(&[]).unwrap()),
-            BodyLength::UntilClose
-        );
+        assert_eq!(response_body(200, false, framing(&[]).unwrap()), BodyLength::UntilClose);
     }
 }

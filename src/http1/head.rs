@@ -26,10 +26,7 @@ impl Default for HeadLimits {
     fn default() -> Self {
         // 8 KiB of request line and 32 KiB of head match what the large
         // proxies accept by default, so croupier refuses nothing they pass.
-        HeadLimits {
-            request_line_bytes_max: 8 * 1024,
-            header_bytes_max: 32 * 1024,
-        }
+        HeadLimits { request_line_bytes_max: 8 * 1024, header_bytes_max: 32 * 1024 }
     }
 }
 
@@ -57,10 +54,7 @@ pub struct RequestHead<'b, 'h> {
 impl RequestHead<'_, '_> {
     /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one.
     pub fn is_idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        )
+        matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
     }
 
     pub fn is_head(&self) -> bool {
@@ -96,9 +90,7 @@ pub fn parse_request<'b, 'h>(
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.header_bytes_max {
-                return Err(HeadError::HeadTooLarge {
-                    limit_bytes: limits.header_bytes_max,
-                });
+                return Err(HeadError::HeadTooLarge { limit_bytes: limits.header_bytes_max });
             }
             return Ok(None);
         }
@@ -109,9 +101,7 @@ pub fn parse_request<'b, 'h>(
         Err(error) => return Err(syntax_error(error)),
     };
     if len > limits.header_bytes_max {
-        return Err(HeadError::HeadTooLarge {
-            limit_bytes: limits.header_bytes_max,
-        });
+        return Err(HeadError::HeadTooLarge { limit_bytes: limits.header_bytes_max });
     }
     let head = &buf[..len];
     check_line_ends(head)?;
@@ -154,9 +144,7 @@ pub fn parse_request<'b, 'h>(
         } else if header.name.eq_ignore_ascii_case("expect") {
             expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue");
         } else if header.name.eq_ignore_ascii_case(crate::TIMEOUT_HEADER) {
-            let ms = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
+            let ms = std::str::from_utf8(header.value).ok().and_then(|v| v.parse::<u64>().ok());
             timeout_ms = Some(ms.filter(|&ms| ms > 0).ok_or(HeadError::InvalidTimeout)?);
         }
     }
@@ -193,9 +181,7 @@ pub fn parse_response<'b, 'h>(
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.header_bytes_max {
-                return Err(HeadError::HeadTooLarge {
-                    limit_bytes: limits.header_bytes_max,
-                });
+                return Err(HeadError::HeadTooLarge { limit_bytes: limits.header_bytes_max });
             }
             return Ok(None);
         }
@@ -206,9 +192,7 @@ pub fn parse_response<'b, 'h>(
         Err(error) => return Err(syntax_error(error)),
     };
     if len > limits.header_bytes_max {
-        return Err(HeadError::HeadTooLarge {
-            limit_bytes: limits.header_bytes_max,
-        });
+        return Err(HeadError::HeadTooLarge { limit_bytes: limits.header_bytes_max });
     }
     let head = &buf[..len];
     check_line_ends(head)?;
@@ -271,9 +255,7 @@ fn check_request_line_length(buf: &[u8], limits: &HeadLimits) -> Result<(), Head
         None => buf.len() > limits.request_line_bytes_max + 1,
     };
     if too_long {
-        return Err(HeadError::RequestLineTooLong {
-            limit_bytes: limits.request_line_bytes_max,
-        });
+        return Err(HeadError::RequestLineTooLong { limit_bytes: limits.request_line_bytes_max });
     }
     Ok(())
 }
@@ -290,11 +272,7 @@ fn check_line_ends(head: &[u8]) -> Result<(), HeadError> {
 }
 
 fn version_of(minor: u8) -> Version {
-    if minor == 0 {
-        Version::Http10
-    } else {
-        Version::Http11
-    }
+    if minor == 0 { Version::Http10 } else { Version::Http11 }
 }
 
 fn syntax_error(error: httparse::Error) -> HeadError {
@@ -322,9 +300,7 @@ mod tests {
     fn a_plain_get() {
         let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\ncroupier-topic: billing\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let head = parse_request(raw, &mut headers, &HeadLimits::default())
-            .unwrap()
-            .unwrap();
+        let head = parse_request(raw, &mut headers, &HeadLimits::default()).unwrap().unwrap();
         assert_eq!(head.method, "GET");
         assert_eq!(head.target, "/a?b");
         assert_eq!(head.len, raw.len());
@@ -351,18 +327,9 @@ mod tests {
 
     #[test]
     fn bare_lf_and_host_rules() {
-        assert_eq!(
-            request(b"GET / HTTP/1.1\nHost: x\r\n\r\n"),
-            Err(HeadError::BareLf)
-        );
-        assert_eq!(
-            request(b"GET / HTTP/1.1\r\nHost: x\n\r\n"),
-            Err(HeadError::BareLf)
-        );
-        assert_eq!(
-            request(b"GET / HTTP/1.1\r\n\r\n"),
-            Err(HeadError::MissingHost)
-        );
+        assert_eq!(request(b"GET / HTTP/1.1\nHost: x\r\n\r\n"), Err(HeadError::BareLf));
+        assert_eq!(request(b"GET / HTTP/1.1\r\nHost: x\n\r\n"), Err(HeadError::BareLf));
+        assert_eq!(request(b"GET / HTTP/1.1\r\n\r\n"), Err(HeadError::MissingHost));
         assert_eq!(
             request(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
             Err(HeadError::DuplicateHost)
@@ -381,42 +348,27 @@ mod tests {
     #[test]
     fn limits() {
         let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
-        assert!(matches!(
-            request(long_line.as_bytes()),
-            Err(HeadError::RequestLineTooLong { .. })
-        ));
+        assert!(matches!(request(long_line.as_bytes()), Err(HeadError::RequestLineTooLong { .. })));
         // Without the line end yet, too.
         assert!(matches!(
             request(&long_line.as_bytes()[..8500]),
             Err(HeadError::RequestLineTooLong { .. })
         ));
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
-            "b".repeat(40_000)
-        );
-        assert!(matches!(
-            request(big.as_bytes()),
-            Err(HeadError::HeadTooLarge { .. })
-        ));
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", "b".repeat(40_000));
+        assert!(matches!(request(big.as_bytes()), Err(HeadError::HeadTooLarge { .. })));
         let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
         for i in 0..HEADERS_MAX {
             many.push_str(&format!("x-{i}: y\r\n"));
         }
         many.push_str("\r\n");
-        assert!(matches!(
-            request(many.as_bytes()),
-            Err(HeadError::TooManyHeaders { .. })
-        ));
+        assert!(matches!(request(many.as_bytes()), Err(HeadError::TooManyHeaders { .. })));
     }
 
     #[test]
     fn obs_fold_space_before_colon_and_bad_targets() {
         assert!(request(b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n").is_err());
         assert!(request(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n").is_err());
-        assert_eq!(
-            request(b"GET x HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Err(HeadError::InvalidTarget)
-        );
+        assert_eq!(request(b"GET x HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HeadError::InvalidTarget));
         assert_eq!(
             request(b"CONNECT a:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
             Err(HeadError::UnsupportedMethod)
@@ -431,22 +383,14 @@ mod tests {
     fn responses() {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let head = parse_response(raw, &mut headers, false, &HeadLimits::default())
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.status, head.body, head.keep_alive),
-            (200, BodyLength::Fixed(3), true)
-        );
+        let head =
+            parse_response(raw, &mut headers, false, &HeadLimits::default()).unwrap().unwrap();
+        assert_eq!((head.status, head.body, head.keep_alive), (200, BodyLength::Fixed(3), true));
         let raw = b"HTTP/1.1 200 OK\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-        let head = parse_response(raw, &mut headers, false, &HeadLimits::default())
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.body, head.keep_alive),
-            (BodyLength::UntilClose, false)
-        );
+        let head =
+            parse_response(raw, &mut headers, false, &HeadLimits::default()).unwrap().unwrap();
+        assert_eq!((head.body, head.keep_alive), (BodyLength::UntilClose, false));
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
         assert_eq!(

@@ -43,9 +43,7 @@ pub fn bind_all(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, Bind
         _ => BindError::Other(addr, error),
     };
     drop(socket(addr, false, false).map_err(map)?);
-    (0..count)
-        .map(|_| socket(addr, true, true).map(TcpListener::from).map_err(map))
-        .collect()
+    (0..count).map(|_| socket(addr, true, true).map(TcpListener::from).map_err(map)).collect()
 }
 
 fn socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> io::Result<Socket> {

@@ -48,10 +48,7 @@ pub struct BufPool {
 impl BufPool {
     /// A read buffer of [`BUF_BYTES`].
     pub fn take(&self) -> Vec<u8> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
+        self.free.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
     }
 
     /// An empty buffer to write a head into.
@@ -167,10 +164,7 @@ impl Inbound {
                 self.buf.reserve_exact(grow);
             }
         }
-        let end = self
-            .buf
-            .capacity()
-            .min(capacity_max.max(self.buf.len() + 1));
+        let end = self.buf.capacity().min(capacity_max.max(self.buf.len() + 1));
         self.read_into(stream, end, timeout, canceller).await
     }
 
@@ -184,9 +178,7 @@ impl Inbound {
         canceller: &mut Canceller,
     ) -> Result<usize, ReadError> {
         debug_assert!(self.is_empty() && self.has_buffer());
-        let end = usize::try_from(limit)
-            .unwrap_or(usize::MAX)
-            .min(self.buf.capacity());
+        let end = usize::try_from(limit).unwrap_or(usize::MAX).min(self.buf.capacity());
         self.read_into(stream, end, timeout, canceller).await
     }
 

@@ -14,7 +14,7 @@ use monoio::net::TcpStream;
 use super::buffer::{Inbound, ReadError};
 use super::forward::{self, ForwardRequest};
 use crate::control::endpoints::{self, ControlRequest};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Side};
 use crate::http1::encode::{self, ForwardHeaders};
 use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
 use crate::http1::{BodyLength, Version};
@@ -97,12 +97,8 @@ enum Dispatch {
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
     let _ = client.set_nodelay(true);
-    let mut conn = Conn {
-        client,
-        peer,
-        inbound: Inbound::default(),
-        canceller: Canceller::default(),
-    };
+    let mut conn =
+        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() };
     loop {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
@@ -154,10 +150,7 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
     };
 
     match dispatch {
-        Dispatch::Reject(error) => {
-            tracing::debug!(peer = %conn.peer, %error, "request refused");
-            respond_error(conn, worker, &error, false).await
-        }
+        Dispatch::Reject(error) => respond_error(conn, worker, &error, false).await,
         Dispatch::Refuse(info, error) => {
             // Without a body the request is whole and the connection can go
             // on; with one, croupier would have to read and drop it first.
@@ -207,16 +200,10 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
     };
 
     let mut out = worker.bufs.take_head();
-    let forward = ForwardHeaders {
-        enabled: !worker.config.no_forwarded_headers,
-        client_ip: conn.peer.ip(),
-    };
+    let forward =
+        ForwardHeaders { enabled: !worker.config.no_forwarded_headers, client_ip: conn.peer.ip() };
     encode::request_head(&head, &forward, &mut out);
-    Some(Dispatch::Forward(ForwardRequest {
-        info,
-        topic,
-        head: out,
-    }))
+    Some(Dispatch::Forward(ForwardRequest { info, topic, head: out }))
 }
 
 /// Whether a request target names one of croupier's own paths, in origin
@@ -230,9 +217,7 @@ fn is_control_path(target: &str) -> bool {
         None => target,
     };
     path == CONTROL_PREFIX
-        || path
-            .strip_prefix(CONTROL_PREFIX)
-            .is_some_and(|rest| rest.starts_with(['/', '?']))
+        || path.strip_prefix(CONTROL_PREFIX).is_some_and(|rest| rest.starts_with(['/', '?']))
 }
 
 /// Answers the client with a croupier error.
@@ -243,20 +228,22 @@ pub async fn respond_error(
     keep: bool,
 ) -> Next {
     worker.count_status(error.status);
-    if error.status >= 500 {
-        tracing::error!(peer = %conn.peer, status = error.status, side = ?error.side,
-            reason = %error.reason, "request failed");
+    // Log policy: a request that failed for good because of a provider is
+    // an error, once; a client's mistake or croupier's own refusal (no
+    // provider, overload) is the client's to see, at debug.
+    if error.side == Side::Provider {
+        tracing::error!(peer = %conn.peer, status = error.status, reason = %error.reason,
+            "request failed");
+    } else {
+        tracing::debug!(peer = %conn.peer, status = error.status, side = ?error.side,
+            reason = %error.reason, "request refused");
     }
-    let extra: &[(&str, &str)] = &[];
-    respond(
-        conn,
-        worker,
-        error.status,
-        extra,
-        error.body().as_bytes(),
-        keep,
-    )
-    .await
+    let retry_after = error.retry_after_s.map(|s| s.to_string());
+    let extra: &[(&str, &str)] = match &retry_after {
+        Some(seconds) => &[("retry-after", seconds.as_str())],
+        None => &[],
+    };
+    respond(conn, worker, error.status, extra, error.body().as_bytes(), keep).await
 }
 
 /// Writes a complete local response.
@@ -269,14 +256,7 @@ pub async fn respond(
     keep: bool,
 ) -> Next {
     let mut out = worker.bufs.take_head();
-    encode::local_response(
-        status,
-        extra_headers,
-        "application/json",
-        body,
-        keep,
-        &mut out,
-    );
+    encode::local_response(status, extra_headers, "application/json", body, keep, &mut out);
     let (result, out) = conn.client.write_all(out).await;
     worker.bufs.put(out);
     match (result, keep) {
@@ -291,12 +271,7 @@ mod tests {
 
     #[test]
     fn control_paths() {
-        for path in [
-            "/_croupier",
-            "/_croupier/announce",
-            "/_croupier?x",
-            "http://h/_croupier/x",
-        ] {
+        for path in ["/_croupier", "/_croupier/announce", "/_croupier?x", "http://h/_croupier/x"] {
             assert!(is_control_path(path), "{path}");
         }
         for path in ["/", "/_croupierx", "/api/_croupier/", "http://h/x"] {

@@ -40,6 +40,9 @@ pub struct Done {
     pub client_keep_alive: bool,
     pub upstream_reusable: bool,
     pub status: u16,
+    /// When the final response head was in: the provider's latency, for
+    /// balancing, ends here (a long body says nothing about its speed).
+    pub head_at: Instant,
 }
 
 /// When the request as a whole must be answered, and the limit that set it.
@@ -57,15 +60,12 @@ impl Deadline {
     /// Time left for the next read: the per-read timeout, cut short by the
     /// request's deadline.
     pub fn next_read(&self) -> Duration {
-        self.per_read
-            .min(self.at.saturating_duration_since(Instant::now()))
+        self.per_read.min(self.at.saturating_duration_since(Instant::now()))
     }
 
     pub fn error(&self) -> ProxyError {
-        let reason = format!(
-            "provider did not answer within {} ({} ms)",
-            self.limit, self.limit_ms
-        );
+        let reason =
+            format!("provider did not answer within {} ({} ms)", self.limit, self.limit_ms);
         ProxyError::provider(504, reason).with_limit(self.limit)
     }
 }
@@ -86,10 +86,7 @@ enum HeadEvent {
     Final(FinalHead),
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the attempt's parts are borrowed separately"
-)]
+#[allow(clippy::too_many_arguments, reason = "the attempt's parts are borrowed separately")]
 pub async fn exchange(
     conn: &mut Conn,
     worker: &Worker,
@@ -129,6 +126,7 @@ pub async fn exchange(
             HeadEvent::Continue => unreachable!("only asked for when waiting for 100-continue"),
         },
     };
+    let head_at = Instant::now();
     if body_withheld {
         // The client may still send the body croupier did not forward;
         // closing is the only way to get out of its way.
@@ -148,11 +146,7 @@ pub async fn exchange(
     // Bytes past the end of the response mean the provider's framing and
     // ours disagree: that connection cannot be trusted again.
     let upstream_reusable = head.upstream_keep_alive && response.is_empty();
-    Ok(Done {
-        client_keep_alive: head.client_keep_alive,
-        upstream_reusable,
-        status: head.status,
-    })
+    Ok(Done { client_keep_alive: head.client_keep_alive, upstream_reusable, status: head.status, head_at })
 }
 
 /// Sends the request body. A replayable one is written from the client's
@@ -169,10 +163,7 @@ async fn send_body(
     let relayed = match info.body {
         BodyLength::Empty | BodyLength::UntilClose => return Ok(()),
         BodyLength::Fixed(length) if replayable => {
-            let written = conn
-                .inbound
-                .write_range(upstream, info.head_len, length as usize)
-                .await;
+            let written = conn.inbound.write_range(upstream, info.head_len, length as usize).await;
             return written.map_err(|_| unsent("write failed"));
         }
         BodyLength::Fixed(length) => {
@@ -197,9 +188,7 @@ async fn send_body(
             // connection tells it the request is incomplete.
             let max = worker.config.max_body_bytes.unwrap_or_default();
             let reason = format!("request body larger than max_body_bytes ({max})");
-            Err(Failure::Respond(
-                ProxyError::client(413, reason).with_limit("max_body_bytes"),
-            ))
+            Err(Failure::Respond(ProxyError::client(413, reason).with_limit("max_body_bytes")))
         }
         Err(RelayError::Sink(_)) => Err(Failure::Respond(ProxyError::provider(
             502,
@@ -226,11 +215,7 @@ async fn read_head(
     let mut interim_sent = false;
     // Once anything went to the client, an error can only close it.
     let fail = |interim_sent: bool, error: ProxyError| {
-        if interim_sent {
-            Failure::Abort
-        } else {
-            Failure::Respond(error)
-        }
+        if interim_sent { Failure::Abort } else { Failure::Respond(error) }
     };
     loop {
         if !response.is_empty() {
@@ -274,11 +259,8 @@ async fn read_head(
                         head.body == BodyLength::Chunked && info.version == Version::Http10;
                     let client_keep_alive =
                         info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
-                    let framing = if dechunk {
-                        ClientFraming::UntilClose
-                    } else {
-                        ClientFraming::AsReceived
-                    };
+                    let framing =
+                        if dechunk { ClientFraming::UntilClose } else { ClientFraming::AsReceived };
                     let mut out = worker.bufs.take_head();
                     encode::response_head(
                         &head,
@@ -305,17 +287,12 @@ async fn read_head(
             true => deadline.next_read().min(EXPECT_CONTINUE_WAIT),
             false => deadline.next_read(),
         };
-        let read = response
-            .read_more(upstream, capacity_max, timeout, &mut conn.canceller)
-            .await;
+        let read = response.read_more(upstream, capacity_max, timeout, &mut conn.canceller).await;
         match read {
             Ok(0) | Err(ReadError::Io(_)) if response.is_empty() && !interim_sent => {
                 let error =
                     ProxyError::provider(502, "provider closed the connection without a response");
-                return Err(Failure::Unsent {
-                    error,
-                    reached: true,
-                });
+                return Err(Failure::Unsent { error, reached: true });
             }
             Ok(0) | Err(ReadError::Io(_)) => {
                 let error = ProxyError::provider(502, "provider response cut short");
@@ -351,11 +328,7 @@ async fn relay_response(
             relay::fixed(upstream, client, response, length, timeout, canceller).await
         }
         BodyLength::Chunked => {
-            let out = if head.dechunk {
-                ChunkedOut::Decoded
-            } else {
-                ChunkedOut::AsReceived
-            };
+            let out = if head.dechunk { ChunkedOut::Decoded } else { ChunkedOut::AsReceived };
             relay::chunked(upstream, client, response, out, None, timeout, canceller).await
         }
         BodyLength::UntilClose => {

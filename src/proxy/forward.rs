@@ -56,18 +56,18 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut stale_redials = 0u32;
     let mut response = Inbound::default();
+    worker.retry_budget.borrow_mut().record_request(Instant::now());
 
     let outcome = loop {
         let now = Instant::now();
         if now >= deadline.at {
             break Outcome::Failed(deadline.error());
         }
-        let choice = worker
-            .table
-            .borrow_mut()
-            .choose(request.topic.as_bytes(), &tried, now);
+        let limit = config.max_inflight_per_provider;
+        let choice = worker.table.borrow_mut().choose(request.topic.as_bytes(), &tried, now, limit);
         let provider = match choice {
             Choice::Provider(provider) => provider,
+            Choice::Saturated => break Outcome::Failed(saturated(&request.topic)),
             Choice::NoProvider => break Outcome::Failed(no_provider(&request.topic)),
             Choice::Exhausted => break Outcome::Failed(all_failed(&request.topic, tried.len())),
         };
@@ -94,32 +94,21 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
         };
 
         worker.request_started(&request.topic, provider);
+        let started = Instant::now();
         let head = &mut request.head;
-        let result = exchange(
-            conn,
-            worker,
-            &mut upstream,
-            head,
-            info,
-            &mut response,
-            replayable,
-            deadline,
-        )
-        .await;
-        worker.request_finished(&request.topic, provider, result.is_ok());
+        let result =
+            exchange(conn, worker, &mut upstream, head, info, &mut response, replayable, deadline)
+                .await;
+        let latency = result.as_ref().ok().map(|done| done.head_at - started);
+        worker.request_finished(&request.topic, provider, latency);
 
         match result {
             Ok(done) => {
                 worker.count_status(done.status);
                 if done.upstream_reusable {
-                    worker
-                        .pool
-                        .borrow_mut()
-                        .put(provider, upstream, Instant::now());
+                    worker.pool.borrow_mut().put(provider, upstream, Instant::now());
                 }
-                break Outcome::Done {
-                    client_keep_alive: done.client_keep_alive,
-                };
+                break Outcome::Done { client_keep_alive: done.client_keep_alive };
             }
             Err(Failure::Unsent { error, reached }) => {
                 drop(upstream);
@@ -130,16 +119,26 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
                     stale_redials += 1;
                     continue;
                 }
+                worker.provider_failed(&request.topic, provider);
                 if reached && !info.idempotent {
                     break Outcome::Failed(error);
                 }
-                worker.provider_failed(&request.topic, provider);
                 tried.push(provider);
-                if tried.len() >= tries_max {
+                // A retry after the request reached a provider costs the
+                // service; connect failures above cost it nothing.
+                let budget_left =
+                    !reached || worker.retry_budget.borrow_mut().try_retry(Instant::now());
+                if tried.len() >= tries_max || !budget_left {
                     break Outcome::Failed(error);
                 }
             }
-            Err(Failure::Respond(error)) => break Outcome::Failed(error),
+            Err(Failure::Respond(error)) => {
+                if error.limit == Some("response_timeout_ms") {
+                    // The provider took longer than croupier ever waits.
+                    worker.provider_failed(&request.topic, provider);
+                }
+                break Outcome::Failed(error);
+            }
             Err(Failure::Abort) => break Outcome::Aborted,
         }
     };
@@ -147,13 +146,8 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     worker.bufs.put(std::mem::take(&mut request.head));
 
     match outcome {
-        Outcome::Done {
-            client_keep_alive: true,
-        } => Next::KeepAlive,
-        Outcome::Done {
-            client_keep_alive: false,
-        }
-        | Outcome::Aborted => Next::Close,
+        Outcome::Done { client_keep_alive: true } => Next::KeepAlive,
+        Outcome::Done { client_keep_alive: false } | Outcome::Aborted => Next::Close,
         Outcome::Failed(error) => {
             // The request is still in the buffer only when it was replayable.
             let keep = replayable && info.keep_alive;
@@ -185,6 +179,11 @@ fn deadline_of(info: RequestInfo, response_timeout_ms: u64, per_read: Duration) 
             per_read,
         },
     }
+}
+
+fn saturated(topic: &str) -> ProxyError {
+    let reason = format!("every provider of topic {topic} is at its limit of requests in flight");
+    ProxyError::croupier(503, reason).with_retry_after(1)
 }
 
 fn no_provider(topic: &str) -> ProxyError {

@@ -50,17 +50,11 @@ pub async fn fixed(
 ) -> Result<(), RelayError> {
     let mut left = length;
     let buffered = (inbound.data().len() as u64).min(left) as usize;
-    inbound
-        .write_front(dst, buffered)
-        .await
-        .map_err(RelayError::Sink)?;
+    inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
     left -= buffered as u64;
     while left > 0 {
         let n = read(inbound.read_at_most(src, left, timeout, canceller).await)?;
-        inbound
-            .write_front(dst, n)
-            .await
-            .map_err(RelayError::Sink)?;
+        inbound.write_front(dst, n).await.map_err(RelayError::Sink)?;
         left -= n as u64;
     }
     Ok(())
@@ -69,10 +63,7 @@ pub async fn fixed(
 /// Relays a chunked body up to and including its last CRLF; bytes after it
 /// stay in `inbound` as the start of the next message. A body with more than
 /// `data_max` bytes of data is cut off there.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "both sockets, the buffer and the limits"
-)]
+#[allow(clippy::too_many_arguments, reason = "both sockets, the buffer and the limits")]
 pub async fn chunked(
     src: &mut TcpStream,
     dst: &mut TcpStream,
@@ -103,10 +94,7 @@ pub async fn chunked(
                     walked += step.consumed();
                     done = step.done;
                 }
-                inbound
-                    .write_front(dst, walked)
-                    .await
-                    .map_err(RelayError::Sink)?;
+                inbound.write_front(dst, walked).await.map_err(RelayError::Sink)?;
                 if done {
                     return Ok(());
                 }
@@ -116,10 +104,7 @@ pub async fn chunked(
                     let step = decoder.decode(inbound.data()).map_err(RelayError::Chunk)?;
                     count(step.data)?;
                     inbound.consume(step.framing);
-                    inbound
-                        .write_front(dst, step.data)
-                        .await
-                        .map_err(RelayError::Sink)?;
+                    inbound.write_front(dst, step.data).await.map_err(RelayError::Sink)?;
                     if step.done {
                         return Ok(());
                     }
@@ -142,10 +127,7 @@ pub async fn until_close(
 ) -> Result<(), RelayError> {
     loop {
         let buffered = inbound.data().len();
-        inbound
-            .write_front(dst, buffered)
-            .await
-            .map_err(RelayError::Sink)?;
+        inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
         match inbound.read_more(src, BUF_BYTES, timeout, canceller).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}

@@ -21,15 +21,11 @@ impl Cidr {
     pub fn contains(&self, address: IpAddr) -> bool {
         match (self.network, address) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
                 u32::from(network) & mask == u32::from(address) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
                 u128::from(network) & mask == u128::from(address) & mask
             }
             _ => false,
@@ -45,9 +41,8 @@ impl FromStr for Cidr {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
         };
-        let network: IpAddr = address
-            .parse()
-            .map_err(|_| format!("`{text}` is not an address or network"))?;
+        let network: IpAddr =
+            address.parse().map_err(|_| format!("`{text}` is not an address or network"))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix {
             None => max,
@@ -57,10 +52,7 @@ impl FromStr for Cidr {
                 .filter(|&p| p <= max)
                 .ok_or_else(|| format!("`{text}`: prefix length must be 0 to {max}"))?,
         };
-        Ok(Cidr {
-            network,
-            prefix_len,
-        })
+        Ok(Cidr { network, prefix_len })
     }
 }
 
@@ -86,9 +78,7 @@ pub fn refusal(address: IpAddr, allowed: &[Cidr]) -> Option<String> {
         return Some(format!("{address} is link-local or broadcast"));
     }
     if !allowed.is_empty() && !allowed.iter().any(|network| network.contains(address)) {
-        return Some(format!(
-            "{address} is outside every --allow-provider network"
-        ));
+        return Some(format!("{address} is outside every --allow-provider network"));
     }
     None
 }
@@ -113,14 +103,7 @@ mod tests {
 
     #[test]
     fn refuses_addresses_that_cannot_be_providers() {
-        for bad in [
-            "0.0.0.0",
-            "::",
-            "224.0.0.1",
-            "255.255.255.255",
-            "169.254.169.254",
-            "fe80::1",
-        ] {
+        for bad in ["0.0.0.0", "::", "224.0.0.1", "255.255.255.255", "169.254.169.254", "fe80::1"] {
             assert!(refusal(bad.parse().unwrap(), &[]).is_some(), "{bad}");
         }
         assert!(refusal("127.0.0.1".parse().unwrap(), &[]).is_none());

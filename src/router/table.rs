@@ -1,48 +1,100 @@
-//! One core's replica of the provider table.
+//! One core's replica of the provider table, and the choice of a provider.
 //!
 //! Each core owns its replica outright (no lock, no shared counter), and the
 //! control plane sends every core the same changes in the same order, so the
-//! replicas agree. Per-provider counters (requests sent, in flight) are this
-//! core's own; the control plane sums them when someone asks.
+//! replicas agree on membership. What each core learns by itself (latency,
+//! requests in flight) stays on that core: it describes the load this core
+//! puts on a provider, which is what this core's choices should react to.
+//!
+//! # Choosing
+//!
+//! Power of two choices: pick two eligible providers at random and take the
+//! cheaper. The cost is a peak-sensitive moving average of the provider's
+//! latency (it jumps up at once on a slow answer and decays slowly, so a
+//! provider that turns slow is avoided at once), times the requests in
+//! flight plus one, divided by the announced weight. Two random samples give
+//! nearly the balance of comparing every provider, in O(1) per request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A change to the table, as broadcast by the control plane to every core.
 /// Topic names travel as `Box<str>` (the message crosses threads); each core
 /// interns its own copy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TableChange {
-    /// Add a provider, or renew one that is there (its counters survive).
-    Upsert {
-        topic: Box<str>,
-        provider: SocketAddr,
-    },
+    /// Add a provider, or renew one that is there (its counters and latency
+    /// survive a renewal).
+    Upsert { topic: Box<str>, provider: SocketAddr, weight: f64, max_inflight: Option<u32> },
     /// Remove a provider (leave or lease expiry).
-    Remove {
-        topic: Box<str>,
-        provider: SocketAddr,
-    },
-    /// Stop sending to a provider until `until` (it failed on some core).
-    Eject {
-        topic: Box<str>,
-        provider: SocketAddr,
-        until: Instant,
-    },
+    Remove { topic: Box<str>, provider: SocketAddr },
+    /// Stop sending new requests to a provider; those in flight finish.
+    Drain { topic: Box<str>, provider: SocketAddr },
+    /// Stop sending to a provider until `until` (it failed on some core);
+    /// after that it gets one trial request at a time until one succeeds.
+    Eject { topic: Box<str>, provider: SocketAddr, until: Instant },
 }
+
+/// Latency a provider is assumed to have before it answered anything on
+/// this core, when its topic has no other provider to compare with.
+const NEUTRAL_LATENCY_NS: f64 = 1_000_000.0;
+
+/// How fast the latency average forgets: the weight of an old sample falls
+/// to 1/e after this long.
+const LATENCY_DECAY: Duration = Duration::from_secs(10);
 
 /// One provider as this core sees it.
 #[derive(Debug)]
 pub struct Provider {
     pub addr: SocketAddr,
+    /// Announced share of traffic, relative to its topic's other providers.
+    pub weight: f64,
+    /// Announced limit of requests in flight, on each core.
+    pub max_inflight: Option<u32>,
     /// Not chosen before this instant (ejected after a failure).
     pub down_until: Option<Instant>,
+    /// Ejected and not yet proven healthy again: one trial at a time.
+    pub half_open: bool,
+    /// Leaving: no new requests.
+    pub draining: bool,
     /// Requests this core sent to it.
     pub requests: u64,
     /// Requests this core has in flight to it.
     pub inflight: u32,
+    /// Peak-sensitive moving average of its latency, in nanoseconds.
+    latency_ns: f64,
+    latency_at: Option<Instant>,
+}
+
+impl Provider {
+    fn cost(&self) -> f64 {
+        self.latency_ns * f64::from(self.inflight + 1) / self.weight
+    }
+
+    /// Folds one observed latency into the average. A sample above the
+    /// average replaces it outright (the "peak"); lower ones pull it down
+    /// with a weight that grows with the time since the last sample.
+    pub fn observe(&mut self, latency: Duration, now: Instant) {
+        let sample = latency.as_nanos() as f64;
+        let elapsed = self.latency_at.map_or(LATENCY_DECAY, |at| now.saturating_duration_since(at));
+        self.latency_at = Some(now);
+        if sample > self.latency_ns {
+            self.latency_ns = sample;
+        } else {
+            let keep = (-elapsed.as_secs_f64() / LATENCY_DECAY.as_secs_f64()).exp();
+            self.latency_ns = self.latency_ns * keep + sample * (1.0 - keep);
+        }
+    }
+
+    fn at_limit(&self, limit: Option<u32>) -> bool {
+        let limit = match (self.max_inflight, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        limit.is_some_and(|limit| self.inflight >= limit)
+    }
 }
 
 /// A topic and its providers.
@@ -50,28 +102,41 @@ pub struct Provider {
 pub struct Topic {
     pub name: Rc<str>,
     pub providers: Vec<Provider>,
-    /// Where the round robin continues.
-    cursor: usize,
 }
 
 /// What [`Table::choose`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
-    /// The topic has no provider at all (never announced, or all left).
+    /// The topic has no provider at all (never announced, all left, or all
+    /// draining).
     NoProvider,
     /// Every provider was tried already for this request.
     Exhausted,
+    /// Every provider is at its limit of requests in flight.
+    Saturated,
     Provider(SocketAddr),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
     topics: HashMap<Box<[u8]>, Topic>,
+    /// xorshift state for the random picks: cheap, and quality hardly
+    /// matters for choosing between two providers.
+    rng: u64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
 }
 
 impl Table {
     pub fn new() -> Self {
-        Table::default()
+        use std::hash::{BuildHasher, Hasher};
+        // Each core gets its own seed, so cores do not pick in lockstep.
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Table { topics: HashMap::new(), rng: seed | 1 }
     }
 
     /// The interned name of a topic, for requests that need it again later
@@ -84,40 +149,89 @@ impl Table {
         self.topics.values()
     }
 
-    /// Picks a provider of `topic` by round robin, skipping ejected ones and
-    /// those in `tried`. When every untried provider is ejected, the one
-    /// whose ejection ends first is chosen anyway: failing open beats
-    /// answering 503 to everyone when the failure detection was wrong.
-    pub fn choose(&mut self, topic: &[u8], tried: &[SocketAddr], now: Instant) -> Choice {
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Picks a provider of `topic` for a request that already tried the
+    /// providers in `tried`. `inflight_max` is the command line's limit of
+    /// requests in flight per provider.
+    ///
+    /// When every untried provider is ejected, the one whose ejection ends
+    /// first is chosen anyway: failing open beats answering 503 to everyone
+    /// when the failure detection was wrong.
+    pub fn choose(
+        &mut self,
+        topic: &[u8],
+        tried: &[SocketAddr],
+        now: Instant,
+        inflight_max: Option<u32>,
+    ) -> Choice {
+        let (first, second) = (self.random(), self.random());
         let Some(topic) = self.topics.get_mut(topic) else {
             return Choice::NoProvider;
         };
-        let count = topic.providers.len();
-        if count == 0 {
-            return Choice::NoProvider;
+        let providers = &topic.providers;
+        let count = providers.len();
+        let eligible = |p: &Provider| {
+            !p.draining
+                && !tried.contains(&p.addr)
+                && p.down_until.is_none_or(|until| until <= now)
+                && !(p.half_open && p.inflight > 0)
+                && !p.at_limit(inflight_max)
+        };
+
+        // Two random picks; the common case is over here.
+        if count > 0 {
+            let a = (first % count as u64) as usize;
+            let mut b = (second % count as u64) as usize;
+            if count > 1 && b == a {
+                b = (b + 1) % count;
+            }
+            let pick = match (eligible(&providers[a]), eligible(&providers[b])) {
+                (true, true) if providers[b].cost() < providers[a].cost() => Some(b),
+                (true, _) => Some(a),
+                (false, true) => Some(b),
+                (false, false) => None,
+            };
+            if let Some(index) = pick {
+                return Choice::Provider(providers[index].addr);
+            }
         }
+
+        // Both picks were ineligible: look at every provider, starting at a
+        // random one so the fallback does not favour the first.
+        let start = if count > 0 { (first as usize) % count } else { 0 };
+        let mut best: Option<usize> = None;
         let mut soonest: Option<(usize, Instant)> = None;
+        let mut saturated = false;
         for step in 0..count {
-            let index = (topic.cursor + step) % count;
-            let provider = &topic.providers[index];
-            if tried.contains(&provider.addr) {
-                continue;
-            }
-            match provider.down_until {
-                Some(until) if until > now => {
-                    if soonest.is_none_or(|(_, best)| until < best) {
-                        soonest = Some((index, until));
-                    }
+            let index = (start + step) % count;
+            let p = &providers[index];
+            if eligible(p) {
+                if best.is_none_or(|b| p.cost() < providers[b].cost()) {
+                    best = Some(index);
                 }
-                _ => {
-                    topic.cursor = index + 1;
-                    return Choice::Provider(provider.addr);
+            } else if !p.draining && !tried.contains(&p.addr) {
+                match p.down_until {
+                    Some(until) if until > now => {
+                        if soonest.is_none_or(|(_, best_until)| until < best_until) {
+                            soonest = Some((index, until));
+                        }
+                    }
+                    _ => saturated = true,
                 }
             }
         }
-        match soonest {
-            Some((index, _)) => Choice::Provider(topic.providers[index].addr),
-            None => Choice::Exhausted,
+        match (best, soonest) {
+            (Some(index), _) => Choice::Provider(providers[index].addr),
+            (None, _) if saturated => Choice::Saturated,
+            (None, Some((index, _))) => Choice::Provider(providers[index].addr),
+            (None, None) if providers.iter().all(|p| p.draining) => Choice::NoProvider,
+            (None, None) => Choice::Exhausted,
         }
     }
 
@@ -129,26 +243,44 @@ impl Table {
     /// Applies one change from the control plane.
     pub fn apply(&mut self, change: &TableChange) {
         match change {
-            TableChange::Upsert { topic, provider } => {
+            TableChange::Upsert { topic, provider, weight, max_inflight } => {
                 let entry = self
                     .topics
                     .entry(Box::from(topic.as_bytes()))
-                    .or_insert_with(|| Topic {
-                        name: Rc::from(&**topic),
-                        providers: Vec::new(),
-                        cursor: 0,
-                    });
-                match entry.providers.iter_mut().find(|p| p.addr == *provider) {
-                    // A renewal: a provider that announces again is alive,
-                    // but an ejection stands until it runs out.
-                    Some(_) => {}
-                    None => entry.providers.push(Provider {
-                        addr: *provider,
-                        down_until: None,
-                        requests: 0,
-                        inflight: 0,
-                    }),
+                    .or_insert_with(|| Topic { name: Rc::from(&**topic), providers: Vec::new() });
+                if let Some(existing) = entry.providers.iter_mut().find(|p| p.addr == *provider) {
+                    // A renewal: an ejection stands until it runs out; a
+                    // provider that announces again is no longer leaving.
+                    existing.weight = *weight;
+                    existing.max_inflight = *max_inflight;
+                    existing.draining = false;
+                    return;
                 }
+                // A newcomer starts at its topic's average latency, so it is
+                // neither flooded (as at zero) nor starved.
+                let known: Vec<f64> = entry
+                    .providers
+                    .iter()
+                    .filter(|p| p.latency_at.is_some())
+                    .map(|p| p.latency_ns)
+                    .collect();
+                let latency_ns = if known.is_empty() {
+                    NEUTRAL_LATENCY_NS
+                } else {
+                    known.iter().sum::<f64>() / known.len() as f64
+                };
+                entry.providers.push(Provider {
+                    addr: *provider,
+                    weight: *weight,
+                    max_inflight: *max_inflight,
+                    down_until: None,
+                    half_open: false,
+                    draining: false,
+                    requests: 0,
+                    inflight: 0,
+                    latency_ns,
+                    latency_at: None,
+                });
             }
             TableChange::Remove { topic, provider } => {
                 if let Some(entry) = self.topics.get_mut(topic.as_bytes()) {
@@ -158,13 +290,15 @@ impl Table {
                     }
                 }
             }
-            TableChange::Eject {
-                topic,
-                provider,
-                until,
-            } => {
+            TableChange::Drain { topic, provider } => {
+                if let Some(p) = self.provider_mut(topic, *provider) {
+                    p.draining = true;
+                }
+            }
+            TableChange::Eject { topic, provider, until } => {
                 if let Some(p) = self.provider_mut(topic, *provider) {
                     p.down_until = Some(*until);
+                    p.half_open = true;
                 }
             }
         }
@@ -174,7 +308,6 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -184,24 +317,84 @@ mod tests {
         table.apply(&TableChange::Upsert {
             topic: "t".into(),
             provider: addr(port),
+            weight: 1.0,
+            max_inflight: None,
         });
     }
 
+    fn counts(table: &mut Table, n: usize) -> HashMap<SocketAddr, usize> {
+        let now = Instant::now();
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            if let Choice::Provider(p) = table.choose(b"t", &[], now, None) {
+                *counts.entry(p).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     #[test]
-    fn round_robin_over_providers() {
+    fn equal_providers_share_traffic() {
+        let mut table = Table::new();
+        for port in 1..=3 {
+            upsert(&mut table, port);
+        }
+        let counts = counts(&mut table, 3000);
+        for port in 1..=3 {
+            let share = counts[&addr(port)];
+            assert!((700..1300).contains(&share), "{counts:?}");
+        }
+        assert_eq!(table.choose(b"other", &[], Instant::now(), None), Choice::NoProvider);
+    }
+
+    #[test]
+    fn slow_and_busy_providers_get_less() {
+        let mut table = Table::new();
+        for port in 1..=3 {
+            upsert(&mut table, port);
+        }
+        let now = Instant::now();
+        for port in 1..=2 {
+            table.provider_mut("t", addr(port)).unwrap().observe(Duration::from_millis(1), now);
+        }
+        table.provider_mut("t", addr(3)).unwrap().observe(Duration::from_millis(21), now);
+        let counts = counts(&mut table, 3000);
+        assert!(counts.get(&addr(3)).copied().unwrap_or(0) < 300, "{counts:?}");
+    }
+
+    #[test]
+    fn weights_shape_the_share() {
         let mut table = Table::new();
         upsert(&mut table, 1);
-        upsert(&mut table, 2);
-        upsert(&mut table, 1);
+        table.apply(&TableChange::Upsert {
+            topic: "t".into(),
+            provider: addr(2),
+            weight: 3.0,
+            max_inflight: None,
+        });
+        // Two providers: both are always the two picks, so the cheaper wins;
+        // with in-flight counts the weight decides how much load tips it.
         let now = Instant::now();
-        let picks: Vec<_> = (0..4).map(|_| table.choose(b"t", &[], now)).collect();
-        assert_eq!(
-            picks,
-            [addr(1), addr(2), addr(1), addr(2)]
-                .map(Choice::Provider)
-                .to_vec()
-        );
-        assert_eq!(table.choose(b"other", &[], now), Choice::NoProvider);
+        table.provider_mut("t", addr(1)).unwrap().inflight = 1;
+        table.provider_mut("t", addr(2)).unwrap().inflight = 2;
+        assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(2)));
+    }
+
+    #[test]
+    fn limits_saturate() {
+        let mut table = Table::new();
+        table.apply(&TableChange::Upsert {
+            topic: "t".into(),
+            provider: addr(1),
+            weight: 1.0,
+            max_inflight: Some(2),
+        });
+        let now = Instant::now();
+        table.provider_mut("t", addr(1)).unwrap().inflight = 2;
+        assert_eq!(table.choose(b"t", &[], now, None), Choice::Saturated);
+        table.provider_mut("t", addr(1)).unwrap().inflight = 1;
+        assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(1)));
+        assert_eq!(table.choose(b"t", &[], now, Some(1)), Choice::Saturated);
     }
 
     #[test]
@@ -211,23 +404,17 @@ mod tests {
         upsert(&mut table, 2);
         let now = Instant::now();
         let later = now + Duration::from_secs(5);
-        table.apply(&TableChange::Eject {
-            topic: "t".into(),
-            provider: addr(1),
-            until: later,
-        });
-        for _ in 0..3 {
-            assert_eq!(table.choose(b"t", &[], now), Choice::Provider(addr(2)));
+        table.apply(&TableChange::Eject { topic: "t".into(), provider: addr(1), until: later });
+        for _ in 0..20 {
+            assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(2)));
         }
-        assert_eq!(
-            table.choose(b"t", &[addr(2)], now),
-            Choice::Provider(addr(1))
-        );
-        assert_eq!(
-            table.choose(b"t", &[addr(1), addr(2)], now),
-            Choice::Exhausted
-        );
-        assert_eq!(table.choose(b"t", &[], later), Choice::Provider(addr(1)));
+        assert_eq!(table.choose(b"t", &[addr(2)], now, None), Choice::Provider(addr(1)));
+        assert_eq!(table.choose(b"t", &[addr(1), addr(2)], now, None), Choice::Exhausted);
+        // After the ejection: half-open, one trial at a time.
+        table.provider_mut("t", addr(2)).unwrap().draining = true;
+        assert_eq!(table.choose(b"t", &[], later, None), Choice::Provider(addr(1)));
+        table.provider_mut("t", addr(1)).unwrap().inflight = 1;
+        assert_eq!(table.choose(b"t", &[], later, None), Choice::Saturated);
     }
 
     #[test]
@@ -237,10 +424,21 @@ mod tests {
         table.provider_mut("t", addr(1)).unwrap().requests = 7;
         upsert(&mut table, 1);
         assert_eq!(table.provider_mut("t", addr(1)).unwrap().requests, 7);
-        table.apply(&TableChange::Remove {
-            topic: "t".into(),
-            provider: addr(1),
-        });
+        table.apply(&TableChange::Drain { topic: "t".into(), provider: addr(1) });
+        assert_eq!(table.choose(b"t", &[], Instant::now(), None), Choice::NoProvider);
+        table.apply(&TableChange::Remove { topic: "t".into(), provider: addr(1) });
         assert!(table.topic_name(b"t").is_none());
+    }
+
+    #[test]
+    fn latency_average_is_peak_sensitive() {
+        let mut table = Table::new();
+        upsert(&mut table, 1);
+        let p = table.provider_mut("t", addr(1)).unwrap();
+        let now = Instant::now();
+        p.observe(Duration::from_millis(50), now);
+        assert_eq!(p.latency_ns, 50_000_000.0);
+        p.observe(Duration::from_millis(1), now + Duration::from_secs(1));
+        assert!(p.latency_ns > 40_000_000.0 && p.latency_ns < 50_000_000.0);
     }
 }

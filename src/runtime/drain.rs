@@ -63,18 +63,11 @@ impl Drain {
     /// Wakes every waiter whose deadline is past `now`.
     pub fn wake_expired(&self, now: Instant) {
         let expired = |slot: &Option<Slot>| {
-            slot.as_ref()
-                .and_then(|s| s.deadline)
-                .is_some_and(|deadline| deadline <= now)
+            slot.as_ref().and_then(|s| s.deadline).is_some_and(|deadline| deadline <= now)
         };
         let woken: Vec<Slot> = {
             let mut slots = self.slots.borrow_mut();
-            slots
-                .wakers
-                .iter_mut()
-                .filter(|s| expired(s))
-                .filter_map(Option::take)
-                .collect()
+            slots.wakers.iter_mut().filter(|s| expired(s)).filter_map(Option::take).collect()
         };
         for slot in woken {
             slot.waker.wake();
@@ -83,21 +76,13 @@ impl Drain {
 
     /// Resolves once the signal is raised.
     pub fn raised(&self) -> Wait<'_> {
-        Wait {
-            drain: self,
-            slot: None,
-            deadline: None,
-        }
+        Wait { drain: self, slot: None, deadline: None }
     }
 
     /// Resolves once the signal is raised or, give or take one sweep,
     /// `deadline` passes.
     pub fn until(&self, deadline: Instant) -> Wait<'_> {
-        Wait {
-            drain: self,
-            slot: None,
-            deadline: Some(deadline),
-        }
+        Wait { drain: self, slot: None, deadline: Some(deadline) }
     }
 }
 
@@ -123,18 +108,10 @@ impl Future for Wait<'_> {
         match self.slot {
             Some(index) => match &mut slots.wakers[index] {
                 Some(slot) if slot.waker.will_wake(cx.waker()) => {}
-                entry => {
-                    *entry = Some(Slot {
-                        waker: cx.waker().clone(),
-                        deadline,
-                    })
-                }
+                entry => *entry = Some(Slot { waker: cx.waker().clone(), deadline }),
             },
             None => {
-                let waker = Some(Slot {
-                    waker: cx.waker().clone(),
-                    deadline,
-                });
+                let waker = Some(Slot { waker: cx.waker().clone(), deadline });
                 let index = match slots.free.pop() {
                     Some(index) => {
                         slots.wakers[index] = waker;
@@ -229,10 +206,7 @@ mod tests {
         assert!(drain.slots.borrow().wakers[0].is_some(), "not expired yet");
         std::thread::sleep(std::time::Duration::from_millis(30));
         drain.wake_expired(Instant::now());
-        assert!(
-            drain.slots.borrow().wakers[0].is_none(),
-            "woken and emptied"
-        );
+        assert!(drain.slots.borrow().wakers[0].is_none(), "woken and emptied");
         assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Woken::Expired));
     }
 }

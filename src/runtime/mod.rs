@@ -60,10 +60,7 @@ impl std::error::Error for StartError {}
 fn uring_builder(tuned: bool) -> io_uring::Builder {
     let mut builder = io_uring::IoUring::builder();
     if tuned {
-        builder
-            .setup_coop_taskrun()
-            .setup_single_issuer()
-            .setup_defer_taskrun();
+        builder.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
     }
     builder
 }
@@ -84,9 +81,7 @@ pub fn choose_driver(choice: DriverChoice) -> Result<Driver, StartError> {
             tracing::warn!(%error, "io_uring is not available here; falling back to epoll");
             Ok(Driver::Legacy)
         }
-        Err(error) => Err(StartError(format!(
-            "io_uring is not available here: {error}"
-        ))),
+        Err(error) => Err(StartError(format!("io_uring is not available here: {error}"))),
     }
 }
 
@@ -166,11 +161,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     if cores > cpus.len() && !cpus.is_empty() {
-        tracing::warn!(
-            cores,
-            cpus = cpus.len(),
-            "more cores than CPUs: some CPUs run two workers"
-        );
+        tracing::warn!(cores, cpus = cpus.len(), "more cores than CPUs: some CPUs run two workers");
     }
 
     // The sequencer and one inbox per core.
@@ -191,11 +182,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let control = control_tx.clone();
         let ready = ready_tx.clone();
         let drained = drained_tx.clone();
-        let cpu = if cpus.is_empty() {
-            None
-        } else {
-            Some(cpus[id % cpus.len()])
-        };
+        let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
         std::thread::Builder::new()
             .name(format!("croupier-core-{id}"))
             .spawn(move || {
@@ -233,8 +220,5 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), cores, driver = %driver, listen = %addr,
         "croupier is serving");
-    Ok(Running {
-        cores: core_txs,
-        drained: drained_rx,
-    })
+    Ok(Running { cores: core_txs, drained: drained_rx })
 }

@@ -21,6 +21,7 @@ use crate::http1::head::HeadLimits;
 use crate::metrics::{CoreMetrics, bump};
 use crate::proxy::buffer::BufPool;
 use crate::proxy::connection;
+use crate::router::budget::RetryBudget;
 use crate::router::table::Table;
 use crate::runtime::drain::{Drain, or_drain};
 use crate::upstream::pool::Pool;
@@ -35,6 +36,7 @@ pub struct Worker {
     pub limits: HeadLimits,
     pub table: RefCell<Table>,
     pub pool: RefCell<Pool>,
+    pub retry_budget: RefCell<RetryBudget>,
     pub bufs: BufPool,
     pub control: ControlSender,
     pub metrics: CoreMetrics,
@@ -62,6 +64,7 @@ impl Worker {
             id,
             limits: config.head_limits(),
             pool: RefCell::new(Pool::new(config.pool_idle_timeout())),
+            retry_budget: RefCell::new(RetryBudget::new(Instant::now())),
             config,
             table: RefCell::new(Table::new()),
             bufs: BufPool::default(),
@@ -188,10 +191,7 @@ impl Worker {
             p.down_until = Some(Instant::now() + EJECT_BASE);
         }
         self.pool.borrow_mut().forget(provider);
-        let _ = self.control.send(ControlMsg::Failed {
-            topic: topic.into(),
-            provider,
-        });
+        let _ = self.control.send(ControlMsg::Failed { topic: topic.into(), provider });
     }
 
     pub fn request_started(&self, topic: &str, provider: SocketAddr) {
@@ -201,20 +201,20 @@ impl Worker {
         }
     }
 
-    pub fn request_finished(&self, topic: &str, provider: SocketAddr, succeeded: bool) {
+    /// An attempt on `provider` ended; `latency` is how long it took to
+    /// answer, when it did.
+    pub fn request_finished(&self, topic: &str, provider: SocketAddr, latency: Option<Duration>) {
         let mut table = self.table.borrow_mut();
-        let Some(p) = table.provider_mut(topic, provider) else {
-            return;
-        };
+        let Some(p) = table.provider_mut(topic, provider) else { return };
         p.inflight = p.inflight.saturating_sub(1);
-        if succeeded && p.down_until.is_some() {
-            // It had been ejected and has now answered: tell the sequencer,
-            // so the next ejection starts from the base back-off again.
+        let Some(latency) = latency else { return };
+        p.observe(latency, Instant::now());
+        if p.half_open {
+            // Its trial request after an ejection succeeded: it is back, and
+            // the next ejection starts from the base back-off again.
+            p.half_open = false;
             p.down_until = None;
-            let _ = self.control.send(ControlMsg::Recovered {
-                topic: topic.into(),
-                provider,
-            });
+            let _ = self.control.send(ControlMsg::Recovered { topic: topic.into(), provider });
         }
     }
 

@@ -30,10 +30,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
-        Pool {
-            idle: HashMap::new(),
-            idle_timeout,
-        }
+        Pool { idle: HashMap::new(), idle_timeout }
     }
 
     /// An idle connection to `provider` that has not outlived the idle

@@ -82,23 +82,17 @@ impl Conn {
         stream.set_read_timeout(Some(read_timeout))?;
         stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)))?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            wire: Wire::new(stream),
-        })
+        Ok(Conn { wire: Wire::new(stream) })
     }
 
     /// A second handle on the socket, so one thread can write a big body while another reads.
     pub fn writer(&self) -> TcpStream {
-        self.wire
-            .stream
-            .try_clone()
-            .expect("clone the client socket")
+        self.wire.stream.try_clone().expect("clone the client socket")
     }
 
     /// Writes `bytes`; a failure fails the test.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.try_send(bytes)
-            .unwrap_or_else(|e| panic!("send to croupier: {e}"));
+        self.try_send(bytes).unwrap_or_else(|e| panic!("send to croupier: {e}"));
     }
 
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -147,12 +141,7 @@ impl Conn {
             } else {
                 self.wire.read_to_close()?
             };
-            return Ok(Response {
-                version,
-                status,
-                headers,
-                body,
-            });
+            return Ok(Response { version, status, headers, body });
         }
     }
 
@@ -187,16 +176,11 @@ impl Conn {
         }
         let stream = &self.wire.stream;
         let old_timeout = stream.read_timeout().ok().flatten();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(CLOSE_WAIT_MS)))
-            .ok();
+        stream.set_read_timeout(Some(Duration::from_millis(CLOSE_WAIT_MS))).ok();
         let closed = match self.wire.fill() {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
         };
         self.wire.stream.set_read_timeout(old_timeout).ok();
         closed
@@ -204,12 +188,7 @@ impl Conn {
 }
 
 fn parse_status_line(line: &str) -> io::Result<(String, u16)> {
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad status line {line:?}"),
-        )
-    };
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}"));
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();

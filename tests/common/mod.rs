@@ -15,6 +15,7 @@
 )]
 
 mod client;
+pub mod faulty;
 mod provider;
 pub mod recording;
 mod wire;
@@ -93,11 +94,8 @@ impl Croupier {
             .stderr(log)
             .spawn()
             .expect("spawn croupier");
-        let mut croupier = Croupier {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log_path,
-        };
+        let mut croupier =
+            Croupier { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log_path };
         croupier.wait_healthy();
         croupier
     }
@@ -107,10 +105,7 @@ impl Croupier {
         let mut last_error = String::from("no attempt made");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "croupier exited during start-up with {status}; log:\n{}",
-                    self.logs()
-                );
+                panic!("croupier exited during start-up with {status}; log:\n{}", self.logs());
             }
             let attempt = Conn::try_open(self.addr, Duration::from_millis(HEALTH_READ_TIMEOUT_MS))
                 .and_then(|mut conn| conn.try_roundtrip("GET", "/_croupier/health", &[], b""));
@@ -175,13 +170,7 @@ impl Croupier {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
         // own child, not yet reaped (reaping happens only in `wait_exit` and `drop`).
         let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({}, {sig}): {}",
-            self.pid(),
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.pid(), std::io::Error::last_os_error());
     }
 
     /// Waits up to `timeout` for croupier to exit.
@@ -244,11 +233,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
     };
 
     let read = |path: &PathBuf| fs::read_to_string(path).unwrap_or_default();
-    let finished = Finished {
-        status,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    };
+    let finished = Finished { status, stdout: read(&out_path), stderr: read(&err_path) };
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
     finished
@@ -277,9 +262,7 @@ pub fn providers_of(document: &Value, topic: &str) -> Vec<String> {
     document["topics"][topic]
         .as_array()
         .map(|list| {
-            list.iter()
-                .filter_map(|p| p["provider"].as_str().map(str::to_string))
-                .collect()
+            list.iter().filter_map(|p| p["provider"].as_str().map(str::to_string)).collect()
         })
         .unwrap_or_default()
 }

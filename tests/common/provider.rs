@@ -100,10 +100,7 @@ impl Provider {
             .name(format!("provider-{port}"))
             .spawn(move || accept_loop(listener, for_thread))
             .expect("spawn the provider's accept thread");
-        Provider {
-            shared,
-            accept_thread: Some(accept_thread),
-        }
+        Provider { shared, accept_thread: Some(accept_thread) }
     }
 
     pub fn port(&self) -> u16 {
@@ -130,9 +127,7 @@ impl Provider {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.shared.port));
         let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        accept_thread
-            .join()
-            .expect("provider accept thread panicked");
+        accept_thread.join().expect("provider accept thread panicked");
 
         for (_, stream) in self.shared.live.lock().unwrap().drain() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -285,11 +280,7 @@ fn wants_keep_alive(request: &Recorded) -> bool {
 }
 
 fn connection_header(keep_alive: bool) -> &'static str {
-    if keep_alive {
-        ""
-    } else {
-        "connection: close\r\n"
-    }
+    if keep_alive { "" } else { "connection: close\r\n" }
 }
 
 fn echo(stream: &mut TcpStream, port: u16, asked: &Asked) -> std::io::Result<()> {

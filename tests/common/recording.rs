@@ -113,10 +113,7 @@ impl RecordingProvider {
             .name(format!("recording-{port}"))
             .spawn(move || accept_loop(listener, for_thread))
             .expect("spawn the recording provider's accept thread");
-        RecordingProvider {
-            shared,
-            accept_thread: Some(accept_thread),
-        }
+        RecordingProvider { shared, accept_thread: Some(accept_thread) }
     }
 
     pub fn port(&self) -> u16 {
@@ -256,12 +253,7 @@ fn record(mut stream: TcpStream, index: usize, shared: &Shared) {
             }
         }
     }
-    shared
-        .state
-        .lock()
-        .unwrap()
-        .live
-        .retain(|(i, _)| *i != index);
+    shared.state.lock().unwrap().live.retain(|(i, _)| *i != index);
 }
 
 /// Appends `bytes` to connection `index` and returns the answers to every request that is
@@ -289,11 +281,7 @@ fn take_complete_requests(shared: &Shared, index: usize, bytes: &[u8]) -> Vec<Ve
             .into_bytes(),
             Answer::Raw(bytes) => bytes.clone(),
         });
-        state.requests.push(RecordedRequest {
-            connection: index,
-            target,
-            raw,
-        });
+        state.requests.push(RecordedRequest { connection: index, target, raw });
     }
     answers
 }

@@ -33,11 +33,7 @@ pub struct Wire {
 
 impl Wire {
     pub fn new(stream: TcpStream) -> Wire {
-        Wire {
-            stream,
-            buf: Vec::new(),
-            start: 0,
-        }
+        Wire { stream, buf: Vec::new(), start: 0 }
     }
 
     /// Bytes received but not yet taken.
@@ -83,10 +79,7 @@ impl Wire {
                 }
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "peer closed inside a head ({} bytes)",
-                        self.buffered().len()
-                    ),
+                    format!("peer closed inside a head ({} bytes)", self.buffered().len()),
                 ));
             }
         }
@@ -98,10 +91,7 @@ impl Wire {
             if self.fill()? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "peer closed after {} of {n} body bytes",
-                        self.buffered().len()
-                    ),
+                    format!("peer closed after {} of {n} body bytes", self.buffered().len()),
                 ));
             }
         }
@@ -119,15 +109,10 @@ impl Wire {
                 return Ok(line[..at - 1].to_vec());
             }
             if self.buffered().len() > CHUNK_LINE_BYTES_MAX {
-                return Err(invalid(format!(
-                    "line longer than {CHUNK_LINE_BYTES_MAX} bytes"
-                )));
+                return Err(invalid(format!("line longer than {CHUNK_LINE_BYTES_MAX} bytes")));
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "peer closed in a line",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed in a line"));
             }
         }
     }
@@ -170,9 +155,7 @@ impl Wire {
     pub fn read_to_close(&mut self) -> io::Result<Vec<u8>> {
         while self.fill()? > 0 {
             if self.buffered().len() > BODY_BYTES_MAX {
-                return Err(invalid(format!(
-                    "close-delimited body over {BODY_BYTES_MAX} bytes"
-                )));
+                return Err(invalid(format!("close-delimited body over {BODY_BYTES_MAX} bytes")));
             }
         }
         let n = self.buffered().len();
@@ -193,22 +176,14 @@ pub fn lossy(bytes: &[u8]) -> String {
 /// Splits a raw head (ending in the empty line) into its start line and header fields.
 pub fn parse_head(raw: &[u8]) -> io::Result<(String, Vec<(String, String)>)> {
     // Without the final CRLF every line, the start line included, ends in CRLF.
-    let text = raw
-        .strip_suffix(b"\r\n")
-        .ok_or_else(|| invalid("head without an end"))?;
+    let text = raw.strip_suffix(b"\r\n").ok_or_else(|| invalid("head without an end"))?;
     let mut lines = Vec::new();
     for line in text.split_inclusive(|&b| b == b'\n') {
         let Some(line) = line.strip_suffix(b"\r\n") else {
-            return Err(invalid(format!(
-                "head line not ended by CRLF {:?}",
-                lossy(line)
-            )));
+            return Err(invalid(format!("head line not ended by CRLF {:?}", lossy(line))));
         };
         if line.contains(&b'\r') || line.contains(&b'\n') {
-            return Err(invalid(format!(
-                "bare CR or LF inside head line {:?}",
-                lossy(line)
-            )));
+            return Err(invalid(format!("bare CR or LF inside head line {:?}", lossy(line))));
         }
         lines.push(line);
     }
@@ -219,18 +194,13 @@ pub fn parse_head(raw: &[u8]) -> io::Result<(String, Vec<(String, String)>)> {
     let mut headers = Vec::new();
     for line in fields {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(invalid(format!(
-                "header line without a colon {:?}",
-                lossy(line)
-            )));
+            return Err(invalid(format!("header line without a colon {:?}", lossy(line))));
         };
         let name = lossy(&line[..colon]);
         if name.is_empty() || name.contains([' ', '\t']) {
             return Err(invalid(format!("bad header name {name:?}")));
         }
-        let value = lossy(&line[colon + 1..])
-            .trim_matches([' ', '\t'])
-            .to_string();
+        let value = lossy(&line[colon + 1..]).trim_matches([' ', '\t']).to_string();
         headers.push((name, value));
     }
     Ok((lossy(start), headers))
@@ -238,10 +208,7 @@ pub fn parse_head(raw: &[u8]) -> io::Result<(String, Vec<(String, String)>)> {
 
 /// The first value of header `name`, compared without case.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Whether any header `name` lists `token` (comma-separated, compared without case).
@@ -267,30 +234,21 @@ pub fn is_chunked(headers: &[(String, String)]) -> bool {
 /// §6.3 item 5), as is a value that is not a plain decimal number.
 pub fn content_length(headers: &[(String, String)]) -> io::Result<Option<usize>> {
     let mut found: Option<usize> = None;
-    for (_, value) in headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
+    for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
         for part in value.split(',') {
             let part = part.trim();
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid(format!("bad content-length {value:?}")));
             }
-            let n: usize = part
-                .parse()
-                .map_err(|_| invalid("content-length too big"))?;
+            let n: usize = part.parse().map_err(|_| invalid("content-length too big"))?;
             if found.is_some_and(|f| f != n) {
-                return Err(invalid(format!(
-                    "conflicting content-length values {value:?}"
-                )));
+                return Err(invalid(format!("conflicting content-length values {value:?}")));
             }
             found = Some(n);
         }
     }
     if found.is_some_and(|n| n > BODY_BYTES_MAX) {
-        return Err(invalid(format!(
-            "content-length over {BODY_BYTES_MAX} bytes"
-        )));
+        return Err(invalid(format!("content-length over {BODY_BYTES_MAX} bytes")));
     }
     Ok(found)
 }
