@@ -21,6 +21,9 @@ use crate::runtime::worker::Worker;
 /// the bound keeps a client from making croupier buffer a large upload.
 pub const CONTROL_BODY_BYTES_MAX: usize = 64 * 1024;
 
+/// The live dashboard, one self-contained page.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
 /// A request for one of croupier's own paths.
 pub struct ControlRequest {
     info: RequestInfo,
@@ -69,10 +72,15 @@ pub async fn handle(conn: &mut Conn, worker: &Worker, request: ControlRequest) -
         401 => &[("www-authenticate", "Bearer")],
         _ => &[],
     };
+    let content_type = match (reply.status, request.path.as_str()) {
+        (200, "/_croupier") => "text/html; charset=utf-8",
+        (200, "/_croupier/metrics") => "text/plain; version=0.0.4; charset=utf-8",
+        _ => "application/json",
+    };
     encode::local_response(
         reply.status,
         allow,
-        "application/json",
+        content_type,
         reply.body.as_bytes(),
         keep,
         &mut out,
@@ -116,7 +124,9 @@ async fn route(conn: &Conn, worker: &Worker, request: &ControlRequest, body: &[u
             };
             ask(worker, message, reply_rx).await
         }
-        "/_croupier/providers" | "/_croupier/health" if !matches!(method, "GET" | "HEAD") => {
+        "/_croupier/providers" | "/_croupier/health" | "/_croupier/metrics" | "/_croupier"
+            if !matches!(method, "GET" | "HEAD") =>
+        {
             Reply::error(405, "use GET", None)
         }
         "/_croupier/providers" => {
@@ -124,6 +134,12 @@ async fn route(conn: &Conn, worker: &Worker, request: &ControlRequest, body: &[u
             ask(worker, ControlMsg::Providers { reply: reply_tx }, reply_rx).await
         }
         "/_croupier/health" => Reply::json(200, &serde_json::json!({ "result": "ok" })),
+        "/_croupier/metrics" => {
+            let (reply_tx, reply_rx) = flume::bounded(1);
+            ask(worker, ControlMsg::Scrape { reply: reply_tx }, reply_rx).await
+        }
+        // The dashboard; the path has lost its trailing slash above.
+        "/_croupier" => Reply { status: 200, body: DASHBOARD_HTML.to_string() },
         _ => Reply::error(404, "no such croupier endpoint", None),
     }
 }

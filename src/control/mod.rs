@@ -99,6 +99,15 @@ pub enum ControlMsg {
     Applied {
         seq: u64,
     },
+    /// Every core's counters, rendered for `GET /_croupier/metrics`.
+    Scrape {
+        reply: flume::Sender<Reply>,
+    },
+    /// A core's metrics, answering scrape `seq`.
+    Metrics {
+        seq: u64,
+        snapshot: Box<crate::metrics::CoreSnapshot>,
+    },
     /// A core's counters, answering report `seq`.
     Stats {
         seq: u64,
@@ -123,6 +132,9 @@ pub enum CoreMsg {
         change: TableChange,
     },
     Report {
+        seq: u64,
+    },
+    Metrics {
         seq: u64,
     },
     /// Stop accepting, finish what is in flight, close idle connections

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{Announce, ControlMsg, CoreMsg, HostSpec, ProviderStats, Reply};
+use crate::metrics::CoreSnapshot;
+use crate::metrics::exposition::{self, ControlCounters};
 use crate::router::cidr::{self, Cidr};
-use crate::router::table::TableChange;
+use crate::router::table::{InflightLimit, TableChange};
 
 /// First ejection of a provider, then doubling with each consecutive one.
 pub const EJECT_BASE: Duration = Duration::from_secs(1);
@@ -27,6 +29,8 @@ pub const EJECT_MAX: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub allow_provider: Vec<Cidr>,
+    /// `--max-inflight-per-provider`.
+    pub max_inflight_per_provider: Option<u32>,
     pub topics_max: usize,
     pub providers_per_topic_max: usize,
 }
@@ -42,6 +46,9 @@ struct Lease {
     down_until: Option<Instant>,
     /// Left with `drain`: no new requests; removed when the lease ends.
     draining: bool,
+    /// Its limit of requests in flight; the counter is shared by the cores
+    /// and kept across renewals.
+    limit: Option<InflightLimit>,
 }
 
 /// A reply waiting for every core to acknowledge a change.
@@ -54,6 +61,8 @@ struct Pending {
 struct Gathering {
     answers_left: usize,
     rows: Vec<ProviderStats>,
+    /// For a scrape: every core's metrics.
+    metrics: Option<Vec<CoreSnapshot>>,
     reply: flume::Sender<Reply>,
 }
 
@@ -66,6 +75,7 @@ struct Sequencer {
     next_seq: u64,
     pending: HashMap<u64, Pending>,
     gathering: HashMap<u64, Gathering>,
+    counters: ControlCounters,
 }
 
 /// Starts the sequencer thread. `cores` are the inboxes of the cores, which
@@ -84,6 +94,7 @@ pub fn spawn(
             next_seq: 0,
             pending: HashMap::new(),
             gathering: HashMap::new(),
+            counters: ControlCounters::default(),
         };
         sequencer.run(inbox);
     })
@@ -111,14 +122,20 @@ impl Sequencer {
     fn handle(&mut self, message: ControlMsg) {
         match message {
             ControlMsg::Announce { announce, reply } => match self.announce(announce) {
-                Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
+                Ok((change, answer)) => {
+                    self.counters.announces += 1;
+                    self.broadcast(change, Some((reply, answer)));
+                }
                 Err(answer) => {
                     let _ = reply.send(answer);
                 }
             },
             ControlMsg::Leave { topic, host, port, drain, reply } => {
                 match self.leave(&topic, &host, port, drain) {
-                    Ok((change, answer)) => self.broadcast(change, Some((reply, answer))),
+                    Ok((change, answer)) => {
+                        self.counters.leaves += 1;
+                        self.broadcast(change, Some((reply, answer)));
+                    }
                     Err(answer) => {
                         let _ = reply.send(answer);
                     }
@@ -133,7 +150,9 @@ impl Sequencer {
                 }
             }
             ControlMsg::Applied { seq } => self.acknowledge(seq),
-            ControlMsg::Stats { seq, rows } => self.collect(seq, rows),
+            ControlMsg::Stats { seq, rows } => self.collect(seq, rows, None),
+            ControlMsg::Scrape { reply } => self.scrape(reply),
+            ControlMsg::Metrics { seq, snapshot } => self.collect(seq, Vec::new(), Some(*snapshot)),
         }
     }
 
@@ -167,11 +186,22 @@ impl Sequencer {
                     ejections: 0,
                     down_until: None,
                     draining: false,
+                    limit: None,
                 },
             );
         lease.expires = expires;
         lease.ttl = announce.ttl;
         lease.draining = false;
+        let max = match (announce.max_inflight, self.policy.max_inflight_per_provider) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        lease.limit = match (max, lease.limit.take()) {
+            (Some(max), Some(old)) => Some(InflightLimit { max, count: old.count }),
+            (Some(max), None) => Some(InflightLimit::new(max)),
+            (None, _) => None,
+        };
+        let limit = lease.limit.clone();
         self.expiries.push(Reverse((expires, announce.topic.clone(), provider)));
 
         let count = self.leases[&announce.topic].len();
@@ -190,7 +220,7 @@ impl Sequencer {
             topic: announce.topic.into(),
             provider,
             weight: announce.weight,
-            max_inflight: announce.max_inflight,
+            limit,
         };
         Ok((change, answer))
     }
@@ -259,6 +289,7 @@ impl Sequencer {
         lease.down_until = Some(until);
         tracing::warn!(topic = &*topic, %provider, backoff_ms = backoff.as_millis() as u64,
             "provider ejected after a failure");
+        self.counters.ejections += 1;
         self.broadcast(TableChange::Eject { topic, provider, until }, None);
     }
 
@@ -281,6 +312,7 @@ impl Sequencer {
                 self.leases.remove(&topic);
             }
             tracing::debug!(topic, %provider, "lease expired");
+            self.counters.expiries += 1;
             self.broadcast(TableChange::Remove { topic: topic.into(), provider }, None);
         }
     }
@@ -313,21 +345,54 @@ impl Sequencer {
         for core in &self.cores {
             let _ = core.send(CoreMsg::Report { seq });
         }
-        let gathering = Gathering { answers_left: self.cores.len(), rows: Vec::new(), reply };
+        let answers_left = self.cores.len();
+        let gathering = Gathering { answers_left, rows: Vec::new(), metrics: None, reply };
         self.gathering.insert(seq, gathering);
     }
 
-    fn collect(&mut self, seq: u64, rows: Vec<ProviderStats>) {
+    fn scrape(&mut self, reply: flume::Sender<Reply>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for core in &self.cores {
+            let _ = core.send(CoreMsg::Metrics { seq });
+        }
+        let answers_left = self.cores.len();
+        let gathering =
+            Gathering { answers_left, rows: Vec::new(), metrics: Some(Vec::new()), reply };
+        self.gathering.insert(seq, gathering);
+    }
+
+    fn collect(&mut self, seq: u64, rows: Vec<ProviderStats>, snapshot: Option<CoreSnapshot>) {
         let Some(gathering) = self.gathering.get_mut(&seq) else {
             return;
         };
         gathering.rows.extend(rows);
+        if let (Some(all), Some(snapshot)) = (gathering.metrics.as_mut(), snapshot) {
+            all.push(snapshot);
+        }
         gathering.answers_left -= 1;
         if gathering.answers_left > 0 {
             return;
         }
         let gathering = self.gathering.remove(&seq).expect("entry was just found");
-        let _ = gathering.reply.send(self.providers_report(&gathering.rows));
+        let reply = match &gathering.metrics {
+            Some(cores) => {
+                let now = Instant::now();
+                let mut control = self.counters.clone();
+                let mut names: Vec<&String> = self.leases.keys().collect();
+                names.sort();
+                for name in names {
+                    let live = self.leases[name]
+                        .values()
+                        .filter(|l| !l.draining && l.down_until.is_none_or(|until| until <= now))
+                        .count();
+                    control.live_providers.push((name.clone(), live as u64));
+                }
+                Reply { status: 200, body: exposition::render(cores, &control) }
+            }
+            None => self.providers_report(&gathering.rows),
+        };
+        let _ = gathering.reply.send(reply);
     }
 
     /// The body of `GET /_croupier/providers`: leases from the registry,

@@ -86,12 +86,14 @@ pub enum ReadError {
 pub struct Inbound {
     buf: Vec<u8>,
     start: usize,
+    /// Bytes written out of this buffer so far, for the byte counters.
+    written: u64,
 }
 
 impl Inbound {
     pub fn new(buf: Vec<u8>) -> Self {
         debug_assert!(buf.is_empty());
-        Inbound { buf, start: 0 }
+        Inbound { buf, start: 0, written: 0 }
     }
 
     /// The unconsumed bytes.
@@ -106,6 +108,11 @@ impl Inbound {
     /// Whether a buffer is attached (idle connections hold none).
     pub fn has_buffer(&self) -> bool {
         self.buf.capacity() > 0
+    }
+
+    /// Bytes written out of this buffer so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Marks `n` bytes at the front as used.
@@ -132,7 +139,7 @@ impl Inbound {
         if self.is_empty() {
             self.release(pool);
         } else {
-            *self = Inbound::default();
+            *self = Inbound { written: self.written, ..Inbound::default() };
         }
     }
 
@@ -220,6 +227,7 @@ impl Inbound {
         let slice = std::mem::take(&mut self.buf).slice(begin..begin + len);
         let (result, slice) = stream.write_all(slice).await;
         self.buf = slice.into_inner();
+        self.written += len as u64;
         result.map(drop)
     }
 }

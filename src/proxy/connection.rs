@@ -228,6 +228,15 @@ pub async fn respond_error(
     keep: bool,
 ) -> Next {
     worker.count_status(error.status);
+    if error.side == Side::Client {
+        worker.metrics.rejected(error.limit.unwrap_or("invalid_request"));
+    }
+    write_error(conn, worker, error, keep).await
+}
+
+/// Answers the client with a croupier error that is counted elsewhere (a
+/// forwarded request's outcome is counted under its topic).
+pub async fn write_error(conn: &mut Conn, worker: &Worker, error: &ProxyError, keep: bool) -> Next {
     // Log policy: a request that failed for good because of a provider is
     // an error, once; a client's mistake or croupier's own refusal (no
     // provider, overload) is the client's to see, at debug.

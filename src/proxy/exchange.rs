@@ -43,6 +43,8 @@ pub struct Done {
     /// When the final response head was in: the provider's latency, for
     /// balancing, ends here (a long body says nothing about its speed).
     pub head_at: Instant,
+    /// Bytes of the response head written to the client.
+    pub head_bytes: u64,
 }
 
 /// When the request as a whole must be answered, and the limit that set it.
@@ -134,6 +136,7 @@ pub async fn exchange(
         head.upstream_keep_alive = false;
     }
 
+    let head_bytes = head.out.len() as u64;
     let (result, out) = conn.client.write_all(std::mem::take(&mut head.out)).await;
     worker.bufs.put(out);
     if result.is_err() {
@@ -146,7 +149,13 @@ pub async fn exchange(
     // Bytes past the end of the response mean the provider's framing and
     // ours disagree: that connection cannot be trusted again.
     let upstream_reusable = head.upstream_keep_alive && response.is_empty();
-    Ok(Done { client_keep_alive: head.client_keep_alive, upstream_reusable, status: head.status, head_at })
+    Ok(Done {
+        client_keep_alive: head.client_keep_alive,
+        upstream_reusable,
+        status: head.status,
+        head_at,
+        head_bytes,
+    })
 }
 
 /// Sends the request body. A replayable one is written from the client's

@@ -19,11 +19,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::buffer::Inbound;
-use super::connection::{Conn, Next, RequestInfo, respond_error};
+use super::connection::{Conn, Next, RequestInfo, write_error};
 use super::exchange::{Deadline, Failure, exchange};
 use crate::error::ProxyError;
 use crate::http1::BodyLength;
-use crate::router::table::Choice;
+use crate::metrics::RequestRecord;
+use crate::router::table::{Choice, InflightLimit};
 use crate::runtime::worker::Worker;
 use crate::upstream;
 
@@ -36,7 +37,7 @@ pub struct ForwardRequest {
 }
 
 enum Outcome {
-    Done { client_keep_alive: bool },
+    Done { client_keep_alive: bool, status: u16, head_bytes: u64 },
     Failed(ProxyError),
     Aborted,
 }
@@ -58,18 +59,26 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     let mut response = Inbound::default();
     worker.retry_budget.borrow_mut().record_request(Instant::now());
 
+    let started = Instant::now();
+    let body_written_before = conn.inbound.written();
     let outcome = loop {
         let now = Instant::now();
         if now >= deadline.at {
             break Outcome::Failed(deadline.error());
         }
-        let limit = config.max_inflight_per_provider;
-        let choice = worker.table.borrow_mut().choose(request.topic.as_bytes(), &tried, now, limit);
+        let choice = worker.table.borrow_mut().choose(request.topic.as_bytes(), &tried, now);
         let provider = match choice {
             Choice::Provider(provider) => provider,
             Choice::Saturated => break Outcome::Failed(saturated(&request.topic)),
             Choice::NoProvider => break Outcome::Failed(no_provider(&request.topic)),
             Choice::Exhausted => break Outcome::Failed(all_failed(&request.topic, tried.len())),
+        };
+        let mut attempt = Attempt {
+            worker,
+            topic: &request.topic,
+            provider,
+            limit: worker.request_started(&request.topic, provider),
+            latency: None,
         };
 
         let pooled = worker.pool.borrow_mut().take(provider, now);
@@ -79,8 +88,12 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             None => {
                 let timeout = config.connect_timeout().min(deadline.at - now);
                 match upstream::connect(provider, timeout).await {
-                    Ok(stream) => stream,
+                    Ok(stream) => {
+                        worker.metrics.connected(now.elapsed());
+                        stream
+                    }
                     Err(error) => {
+                        drop(attempt);
                         tracing::debug!(%provider, %error, "connect failed");
                         worker.provider_failed(&request.topic, provider);
                         tried.push(provider);
@@ -93,22 +106,24 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             }
         };
 
-        worker.request_started(&request.topic, provider);
         let started = Instant::now();
         let head = &mut request.head;
         let result =
             exchange(conn, worker, &mut upstream, head, info, &mut response, replayable, deadline)
                 .await;
-        let latency = result.as_ref().ok().map(|done| done.head_at - started);
-        worker.request_finished(&request.topic, provider, latency);
+        attempt.latency = result.as_ref().ok().map(|done| done.head_at - started);
+        drop(attempt);
 
         match result {
             Ok(done) => {
-                worker.count_status(done.status);
                 if done.upstream_reusable {
                     worker.pool.borrow_mut().put(provider, upstream, Instant::now());
                 }
-                break Outcome::Done { client_keep_alive: done.client_keep_alive };
+                break Outcome::Done {
+                    client_keep_alive: done.client_keep_alive,
+                    status: done.status,
+                    head_bytes: done.head_bytes,
+                };
             }
             Err(Failure::Unsent { error, reached }) => {
                 drop(upstream);
@@ -142,19 +157,57 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             Err(Failure::Abort) => break Outcome::Aborted,
         }
     };
+    let status = match &outcome {
+        Outcome::Done { status, .. } => *status,
+        Outcome::Failed(error) => error.status,
+        // The response was cut short, or the client went away.
+        Outcome::Aborted => 0,
+    };
+    let head_bytes = match &outcome {
+        Outcome::Done { head_bytes, .. } => *head_bytes,
+        _ => 0,
+    };
+    let record = RequestRecord {
+        status,
+        received_bytes: (info.head_len as u64) + conn.inbound.written() - body_written_before,
+        sent_bytes: head_bytes + response.written(),
+        retries: tried.len() as u32 + stale_redials,
+        latency: started.elapsed(),
+    };
+    worker.metrics.request(&request.topic, record);
     response.release_or_drop(&worker.bufs);
     worker.bufs.put(std::mem::take(&mut request.head));
 
     match outcome {
-        Outcome::Done { client_keep_alive: true } => Next::KeepAlive,
-        Outcome::Done { client_keep_alive: false } | Outcome::Aborted => Next::Close,
+        Outcome::Done { client_keep_alive: true, .. } => Next::KeepAlive,
+        Outcome::Done { client_keep_alive: false, .. } | Outcome::Aborted => Next::Close,
         Outcome::Failed(error) => {
             // The request is still in the buffer only when it was replayable.
             let keep = replayable && info.keep_alive;
             if keep {
                 conn.inbound.consume(info.head_len + info.body_len_held());
             }
-            respond_error(conn, worker, &error, keep).await
+            write_error(conn, worker, &error, keep).await
+        }
+    }
+}
+
+/// One attempt on one provider: counted in flight from the choice to the
+/// end, whichever way it ends.
+struct Attempt<'a> {
+    worker: &'a Worker,
+    topic: &'a str,
+    provider: SocketAddr,
+    limit: Option<InflightLimit>,
+    /// How long the provider took to answer, when it did.
+    latency: Option<Duration>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.worker.request_finished(self.topic, self.provider, self.latency);
+        if let Some(limit) = &self.limit {
+            limit.release();
         }
     }
 }

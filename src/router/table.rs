@@ -18,16 +18,50 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// A limit of requests in flight to one provider, over all cores.
+///
+/// The one piece of state the cores share on the request path, and only for
+/// providers that have a limit: a limit the operator set for the provider as
+/// a whole cannot be kept by cores that do not know of each other's
+/// requests. Cores without limited providers never touch one.
+#[derive(Clone, Debug)]
+pub struct InflightLimit {
+    pub max: u32,
+    pub count: Arc<AtomicU32>,
+}
+
+impl InflightLimit {
+    pub fn new(max: u32) -> Self {
+        InflightLimit { max, count: Arc::new(AtomicU32::new(0)) }
+    }
+
+    fn is_full(&self) -> bool {
+        self.count.load(Ordering::Relaxed) >= self.max
+    }
+
+    /// Takes one place, if one is free.
+    fn try_reserve(&self) -> bool {
+        let take = |count: u32| (count < self.max).then_some(count + 1);
+        self.count.fetch_update(Ordering::AcqRel, Ordering::Relaxed, take).is_ok()
+    }
+
+    pub fn release(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A change to the table, as broadcast by the control plane to every core.
 /// Topic names travel as `Box<str>` (the message crosses threads); each core
 /// interns its own copy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum TableChange {
     /// Add a provider, or renew one that is there (its counters and latency
     /// survive a renewal).
-    Upsert { topic: Box<str>, provider: SocketAddr, weight: f64, max_inflight: Option<u32> },
+    Upsert { topic: Box<str>, provider: SocketAddr, weight: f64, limit: Option<InflightLimit> },
     /// Remove a provider (leave or lease expiry).
     Remove { topic: Box<str>, provider: SocketAddr },
     /// Stop sending new requests to a provider; those in flight finish.
@@ -51,8 +85,8 @@ pub struct Provider {
     pub addr: SocketAddr,
     /// Announced share of traffic, relative to its topic's other providers.
     pub weight: f64,
-    /// Announced limit of requests in flight, on each core.
-    pub max_inflight: Option<u32>,
+    /// Limit of requests in flight, shared by the cores.
+    pub limit: Option<InflightLimit>,
     /// Not chosen before this instant (ejected after a failure).
     pub down_until: Option<Instant>,
     /// Ejected and not yet proven healthy again: one trial at a time.
@@ -88,12 +122,8 @@ impl Provider {
         }
     }
 
-    fn at_limit(&self, limit: Option<u32>) -> bool {
-        let limit = match (self.max_inflight, limit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        limit.is_some_and(|limit| self.inflight >= limit)
+    fn at_limit(&self) -> bool {
+        self.limit.as_ref().is_some_and(InflightLimit::is_full)
     }
 }
 
@@ -157,19 +187,14 @@ impl Table {
     }
 
     /// Picks a provider of `topic` for a request that already tried the
-    /// providers in `tried`. `inflight_max` is the command line's limit of
-    /// requests in flight per provider.
+    /// providers in `tried`. A provider with a limit of requests in flight
+    /// has a place reserved for the request when it is chosen; the caller
+    /// gives it back with [`InflightLimit::release`].
     ///
     /// When every untried provider is ejected, the one whose ejection ends
     /// first is chosen anyway: failing open beats answering 503 to everyone
     /// when the failure detection was wrong.
-    pub fn choose(
-        &mut self,
-        topic: &[u8],
-        tried: &[SocketAddr],
-        now: Instant,
-        inflight_max: Option<u32>,
-    ) -> Choice {
+    pub fn choose(&mut self, topic: &[u8], tried: &[SocketAddr], now: Instant) -> Choice {
         let (first, second) = (self.random(), self.random());
         let Some(topic) = self.topics.get_mut(topic) else {
             return Choice::NoProvider;
@@ -181,7 +206,7 @@ impl Table {
                 && !tried.contains(&p.addr)
                 && p.down_until.is_none_or(|until| until <= now)
                 && !(p.half_open && p.inflight > 0)
-                && !p.at_limit(inflight_max)
+                && !p.at_limit()
         };
 
         // Two random picks; the common case is over here.
@@ -198,7 +223,7 @@ impl Table {
                 (false, false) => None,
             };
             if let Some(index) = pick {
-                return Choice::Provider(providers[index].addr);
+                return reserve(&providers[index]);
             }
         }
 
@@ -227,9 +252,9 @@ impl Table {
             }
         }
         match (best, soonest) {
-            (Some(index), _) => Choice::Provider(providers[index].addr),
+            (Some(index), _) => reserve(&providers[index]),
             (None, _) if saturated => Choice::Saturated,
-            (None, Some((index, _))) => Choice::Provider(providers[index].addr),
+            (None, Some((index, _))) => reserve(&providers[index]),
             (None, None) if providers.iter().all(|p| p.draining) => Choice::NoProvider,
             (None, None) => Choice::Exhausted,
         }
@@ -243,7 +268,7 @@ impl Table {
     /// Applies one change from the control plane.
     pub fn apply(&mut self, change: &TableChange) {
         match change {
-            TableChange::Upsert { topic, provider, weight, max_inflight } => {
+            TableChange::Upsert { topic, provider, weight, limit } => {
                 let entry = self
                     .topics
                     .entry(Box::from(topic.as_bytes()))
@@ -252,7 +277,7 @@ impl Table {
                     // A renewal: an ejection stands until it runs out; a
                     // provider that announces again is no longer leaving.
                     existing.weight = *weight;
-                    existing.max_inflight = *max_inflight;
+                    existing.limit = limit.clone();
                     existing.draining = false;
                     return;
                 }
@@ -272,7 +297,7 @@ impl Table {
                 entry.providers.push(Provider {
                     addr: *provider,
                     weight: *weight,
-                    max_inflight: *max_inflight,
+                    limit: limit.clone(),
                     down_until: None,
                     half_open: false,
                     draining: false,
@@ -305,6 +330,15 @@ impl Table {
     }
 }
 
+/// Takes a place at a limited provider; another core may have taken the
+/// last one since the choice looked.
+fn reserve(provider: &Provider) -> Choice {
+    match &provider.limit {
+        Some(limit) if !limit.try_reserve() => Choice::Saturated,
+        _ => Choice::Provider(provider.addr),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +352,7 @@ mod tests {
             topic: "t".into(),
             provider: addr(port),
             weight: 1.0,
-            max_inflight: None,
+            limit: None,
         });
     }
 
@@ -326,7 +360,7 @@ mod tests {
         let now = Instant::now();
         let mut counts = HashMap::new();
         for _ in 0..n {
-            if let Choice::Provider(p) = table.choose(b"t", &[], now, None) {
+            if let Choice::Provider(p) = table.choose(b"t", &[], now) {
                 *counts.entry(p).or_default() += 1;
             }
         }
@@ -344,7 +378,7 @@ mod tests {
             let share = counts[&addr(port)];
             assert!((700..1300).contains(&share), "{counts:?}");
         }
-        assert_eq!(table.choose(b"other", &[], Instant::now(), None), Choice::NoProvider);
+        assert_eq!(table.choose(b"other", &[], Instant::now()), Choice::NoProvider);
     }
 
     #[test]
@@ -370,31 +404,36 @@ mod tests {
             topic: "t".into(),
             provider: addr(2),
             weight: 3.0,
-            max_inflight: None,
+            limit: None,
         });
         // Two providers: both are always the two picks, so the cheaper wins;
         // with in-flight counts the weight decides how much load tips it.
         let now = Instant::now();
         table.provider_mut("t", addr(1)).unwrap().inflight = 1;
         table.provider_mut("t", addr(2)).unwrap().inflight = 2;
-        assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(2)));
+        assert_eq!(table.choose(b"t", &[], now), Choice::Provider(addr(2)));
     }
 
     #[test]
-    fn limits_saturate() {
-        let mut table = Table::new();
-        table.apply(&TableChange::Upsert {
-            topic: "t".into(),
-            provider: addr(1),
-            weight: 1.0,
-            max_inflight: Some(2),
-        });
+    fn limits_saturate_and_are_shared() {
+        let limit = InflightLimit::new(2);
+        let mut tables = [Table::new(), Table::new()];
+        for table in &mut tables {
+            table.apply(&TableChange::Upsert {
+                topic: "t".into(),
+                provider: addr(1),
+                weight: 1.0,
+                limit: Some(limit.clone()),
+            });
+        }
         let now = Instant::now();
-        table.provider_mut("t", addr(1)).unwrap().inflight = 2;
-        assert_eq!(table.choose(b"t", &[], now, None), Choice::Saturated);
-        table.provider_mut("t", addr(1)).unwrap().inflight = 1;
-        assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(1)));
-        assert_eq!(table.choose(b"t", &[], now, Some(1)), Choice::Saturated);
+        // Two places over both cores, not two each.
+        assert_eq!(tables[0].choose(b"t", &[], now), Choice::Provider(addr(1)));
+        assert_eq!(tables[1].choose(b"t", &[], now), Choice::Provider(addr(1)));
+        assert_eq!(tables[0].choose(b"t", &[], now), Choice::Saturated);
+        assert_eq!(tables[1].choose(b"t", &[], now), Choice::Saturated);
+        limit.release();
+        assert_eq!(tables[0].choose(b"t", &[], now), Choice::Provider(addr(1)));
     }
 
     #[test]
@@ -406,15 +445,15 @@ mod tests {
         let later = now + Duration::from_secs(5);
         table.apply(&TableChange::Eject { topic: "t".into(), provider: addr(1), until: later });
         for _ in 0..20 {
-            assert_eq!(table.choose(b"t", &[], now, None), Choice::Provider(addr(2)));
+            assert_eq!(table.choose(b"t", &[], now), Choice::Provider(addr(2)));
         }
-        assert_eq!(table.choose(b"t", &[addr(2)], now, None), Choice::Provider(addr(1)));
-        assert_eq!(table.choose(b"t", &[addr(1), addr(2)], now, None), Choice::Exhausted);
+        assert_eq!(table.choose(b"t", &[addr(2)], now), Choice::Provider(addr(1)));
+        assert_eq!(table.choose(b"t", &[addr(1), addr(2)], now), Choice::Exhausted);
         // After the ejection: half-open, one trial at a time.
         table.provider_mut("t", addr(2)).unwrap().draining = true;
-        assert_eq!(table.choose(b"t", &[], later, None), Choice::Provider(addr(1)));
+        assert_eq!(table.choose(b"t", &[], later), Choice::Provider(addr(1)));
         table.provider_mut("t", addr(1)).unwrap().inflight = 1;
-        assert_eq!(table.choose(b"t", &[], later, None), Choice::Saturated);
+        assert_eq!(table.choose(b"t", &[], later), Choice::Saturated);
     }
 
     #[test]
@@ -425,7 +464,7 @@ mod tests {
         upsert(&mut table, 1);
         assert_eq!(table.provider_mut("t", addr(1)).unwrap().requests, 7);
         table.apply(&TableChange::Drain { topic: "t".into(), provider: addr(1) });
-        assert_eq!(table.choose(b"t", &[], Instant::now(), None), Choice::NoProvider);
+        assert_eq!(table.choose(b"t", &[], Instant::now()), Choice::NoProvider);
         table.apply(&TableChange::Remove { topic: "t".into(), provider: addr(1) });
         assert!(table.topic_name(b"t").is_none());
     }

@@ -169,6 +169,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (core_txs, core_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
     let policy = Policy {
         allow_provider: config.allow_provider.clone(),
+        max_inflight_per_provider: config.max_inflight_per_provider,
         topics_max: config.topics_max,
         providers_per_topic_max: config.providers_per_topic_max,
     };

@@ -18,11 +18,11 @@ use crate::config::Config;
 use crate::control::plane::{ControlSender, EJECT_BASE};
 use crate::control::{ControlMsg, CoreMsg, ProviderStats};
 use crate::http1::head::HeadLimits;
-use crate::metrics::{CoreMetrics, bump};
+use crate::metrics::{CoreMetrics, CoreSnapshot, bump};
 use crate::proxy::buffer::BufPool;
 use crate::proxy::connection;
 use crate::router::budget::RetryBudget;
-use crate::router::table::Table;
+use crate::router::table::{InflightLimit, Table};
 use crate::runtime::drain::{Drain, or_drain};
 use crate::upstream::pool::Pool;
 
@@ -120,6 +120,7 @@ impl Worker {
             monoio::spawn(async move {
                 connection::serve(stream, peer, worker.clone()).await;
                 worker.connections.set(worker.connections.get() - 1);
+                bump(&worker.metrics.connections_closed);
                 worker.report_if_drained();
             });
         }
@@ -140,6 +141,10 @@ impl Worker {
                 CoreMsg::Report { seq } => {
                     let rows = self.stats();
                     let _ = self.control.send(ControlMsg::Stats { seq, rows });
+                }
+                CoreMsg::Metrics { seq } => {
+                    let snapshot = Box::new(self.metrics_snapshot());
+                    let _ = self.control.send(ControlMsg::Metrics { seq, snapshot });
                 }
                 CoreMsg::Drain => self.drain.raise(),
             }
@@ -194,11 +199,18 @@ impl Worker {
         let _ = self.control.send(ControlMsg::Failed { topic: topic.into(), provider });
     }
 
-    pub fn request_started(&self, topic: &str, provider: SocketAddr) {
-        if let Some(p) = self.table.borrow_mut().provider_mut(topic, provider) {
-            p.requests += 1;
-            p.inflight += 1;
-        }
+    /// A request was sent to `provider`. Returns the provider's limit of
+    /// requests in flight, whose place [`Table::choose`] reserved; the
+    /// caller releases it when the attempt ends (holding its own handle, so
+    /// a provider that left and came back meanwhile is not confused).
+    ///
+    /// [`Table::choose`]: crate::router::table::Table::choose
+    pub fn request_started(&self, topic: &str, provider: SocketAddr) -> Option<InflightLimit> {
+        let mut table = self.table.borrow_mut();
+        let p = table.provider_mut(topic, provider)?;
+        p.requests += 1;
+        p.inflight += 1;
+        p.limit.clone()
     }
 
     /// An attempt on `provider` ended; `latency` is how long it took to
@@ -218,7 +230,26 @@ impl Worker {
         }
     }
 
+    /// croupier answered a request itself.
     pub fn count_status(&self, status: u16) {
-        self.metrics.count_status(status);
+        self.metrics.local_response(status);
+    }
+
+    /// This core's counters and gauges, for a scrape.
+    fn metrics_snapshot(&self) -> CoreSnapshot {
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.open_connections = self.connections.get() as u64;
+        snapshot.pooled_connections = self.pool.borrow().len() as u64;
+        let table = self.table.borrow();
+        for topic in table.topics() {
+            for p in topic.providers.iter().filter(|p| p.inflight > 0) {
+                snapshot.inflight.push((
+                    Box::from(&*topic.name),
+                    p.addr.to_string(),
+                    u64::from(p.inflight),
+                ));
+            }
+        }
+        snapshot
     }
 }
