@@ -232,6 +232,66 @@ impl Inbound {
     }
 }
 
+/// A head and a run of body bytes, written with one `writev`.
+///
+/// Both buffers are owned by this value while the kernel reads them, as
+/// io_uring requires; the iovecs point into their heap storage, which does
+/// not move when the vectors themselves are moved.
+struct HeadAndBody {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    iovecs: [libc::iovec; 2],
+}
+
+impl HeadAndBody {
+    fn new(head: Vec<u8>, body: Vec<u8>, offset: usize, len: usize) -> Self {
+        debug_assert!(offset + len <= body.len());
+        let iovecs = [
+            libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
+            libc::iovec {
+                // SAFETY: `offset + len` is within `body`, checked above and
+                // by the callers' window arithmetic.
+                iov_base: unsafe { body.as_ptr().add(offset) } as *mut libc::c_void,
+                iov_len: len,
+            },
+        ];
+        HeadAndBody { head, body, iovecs }
+    }
+}
+
+// SAFETY: the iovecs are built from the two vectors this value owns and that
+// nothing resizes while it exists, so they stay valid and unchanged for as
+// long as the runtime holds the value.
+unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+impl Inbound {
+    /// Writes `head` and then `len` bytes starting `offset` bytes into the
+    /// window, with one system call, without consuming them. Returns the
+    /// head's buffer.
+    pub async fn write_after_head(
+        &mut self,
+        stream: &mut TcpStream,
+        head: Vec<u8>,
+        offset: usize,
+        len: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let begin = self.start + offset;
+        let both = HeadAndBody::new(head, std::mem::take(&mut self.buf), begin, len);
+        let (result, both) = stream.write_vectored_all(both).await;
+        self.buf = both.body;
+        self.written += len as u64;
+        (result.map(drop), both.head)
+    }
+}
+
 /// A read that gives up after `timeout`.
 ///
 /// Dropping an io_uring read does not undo it: the kernel may already have

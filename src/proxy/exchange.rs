@@ -99,7 +99,22 @@ pub async fn exchange(
     replayable: bool,
     deadline: Deadline,
 ) -> Result<Done, Failure> {
-    let (result, written) = upstream.write_all(std::mem::take(head)).await;
+    // A body that is whole in the buffer goes out with the head, in one
+    // system call.
+    let body_with_head = match info.body {
+        BodyLength::Fixed(length) if replayable && length > 0 => Some(length as usize),
+        _ => None,
+    };
+    let (result, written) = match body_with_head {
+        Some(len) => {
+            let head = std::mem::take(head);
+            conn.inbound.write_after_head(upstream, head, info.head_len, len).await
+        }
+        None => {
+            let (result, head) = upstream.write_all(std::mem::take(head)).await;
+            (result.map(drop), head)
+        }
+    };
     *head = written;
     if result.is_err() {
         return Err(unsent("write failed"));
@@ -117,7 +132,7 @@ pub async fn exchange(
         }
     }
     let body_withheld = early.is_some() && body_pending;
-    if !body_withheld {
+    if !body_withheld && body_with_head.is_none() {
         send_body(conn, worker, upstream, info, replayable).await?;
     }
 
@@ -137,7 +152,22 @@ pub async fn exchange(
     }
 
     let head_bytes = head.out.len() as u64;
-    let (result, out) = conn.client.write_all(std::mem::take(&mut head.out)).await;
+    // A small response is usually whole in the buffer already: head and
+    // body then leave in one system call.
+    let whole_body = match head.body {
+        BodyLength::Fixed(length) if length > 0 && response.data().len() as u64 >= length => {
+            Some(length as usize)
+        }
+        _ => None,
+    };
+    let out = std::mem::take(&mut head.out);
+    let (result, out) = match whole_body {
+        Some(len) => response.write_after_head(&mut conn.client, out, 0, len).await,
+        None => {
+            let (result, out) = conn.client.write_all(out).await;
+            (result.map(drop), out)
+        }
+    };
     worker.bufs.put(out);
     if result.is_err() {
         return Err(Failure::Abort);
@@ -145,7 +175,10 @@ pub async fn exchange(
     if replayable {
         conn.inbound.consume(info.head_len + info.body_len_held());
     }
-    relay_response(conn, upstream, response, &head, deadline).await?;
+    match whole_body {
+        Some(len) => response.consume(len),
+        None => relay_response(conn, upstream, response, &head, deadline).await?,
+    }
     // Bytes past the end of the response mean the provider's framing and
     // ours disagree: that connection cannot be trusted again.
     let upstream_reusable = head.upstream_keep_alive && response.is_empty();

@@ -127,12 +127,14 @@ impl Running {
             let _ = core.send(CoreMsg::Drain);
         }
         let deadline = Instant::now() + timeout;
-        let mut left = self.cores.len();
+        // A core may report more than once (its last connection and its
+        // accept loop can both see it empty); count each core once.
+        let mut drained = std::collections::HashSet::new();
         loop {
-            while self.drained.try_recv().is_ok() {
-                left -= 1;
+            while let Ok(core) = self.drained.try_recv() {
+                drained.insert(core);
             }
-            if left == 0 {
+            if drained.len() == self.cores.len() {
                 return DrainEnd::Clean;
             }
             if Instant::now() >= deadline {
