@@ -153,20 +153,8 @@ fn browser_shows_topics_providers_and_moving_counters() {
 
     check_page_functions(&browser);
 
-    // A provider that leaves disappears from the page; the page goes on refreshing.
-    let (search_provider, gone) = (&providers[2].1, loopback(providers[2].1.port()));
-    let (status, reply) = croupier.leave("search", search_provider.port());
-    assert_eq!(status, 200, "leave search: {reply}");
-    let after_leave = browser.wait_for("the provider that left gone from the page", |page| {
-        !page.text.contains(&gone) && page.refreshes > second.refreshes
-    });
-    if let Some(search) = after_leave.topic("search") {
-        assert!(
-            search.text.contains("no providers"),
-            "topic search lists no provider but does not say so: {:?}",
-            search.text
-        );
-    }
+    let search = &providers[2].1;
+    check_provider_leaving(&browser, &croupier, search.port(), second.refreshes);
 
     // croupier going away must show as disconnected, not as a page frozen or broken.
     let answered = load.stop();
@@ -184,6 +172,27 @@ fn browser_shows_topics_providers_and_moving_counters() {
     );
 }
 
+/// The provider of topic search on `port` leaves: it disappears from the page, which goes on
+/// refreshing past `refreshes`.
+fn check_provider_leaving(browser: &Browser, croupier: &Croupier, port: u16, refreshes: u64) {
+    let gone = loopback(port);
+    let (status, reply) = croupier.leave("search", port);
+    assert_eq!(status, 200, "leave search: {reply}");
+    let page = browser.wait_for("the provider that left gone from the page", |page| {
+        !page.text.contains(&gone) && page.refreshes > refreshes
+    });
+
+    // The topic may stay, known from its traffic in the metrics, with an empty table.
+    eprintln!("after the leave, topic search listed: {}", page.topic("search").is_some());
+    if let Some(search) = page.topic("search") {
+        assert!(
+            search.text.contains("no providers"),
+            "topic search lists no provider but does not say so: {:?}",
+            search.text
+        );
+    }
+}
+
 /// Under CI a missing browser is a failure; elsewhere the test says so and passes.
 fn browser_installed() -> bool {
     let missing: Vec<&str> =
@@ -191,10 +200,11 @@ fn browser_installed() -> bool {
     if missing.is_empty() {
         return true;
     }
+    let verb = if missing.len() > 1 { "are" } else { "is" };
     let missing = missing.join(" and ");
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI is set but {missing} is missing: .ci/run must install chromium and chromium-driver"
+        "CI is set but {missing} {verb} missing: .ci/run must install chromium and chromium-driver"
     );
     eprintln!(
         "SKIPPED browser_shows_topics_providers_and_moving_counters: {missing} not installed \
@@ -234,13 +244,20 @@ fn assert_counters_moved(first: &Page, second: &Page, wanted: &[(&str, String)])
             "topic {topic} shows no plausible p50 latency: {after:?}"
         );
     }
+    // Every provider is listed as live; how croupier spreads requests over a topic's
+    // providers is not the page's business, so only the topic's sum must move.
     for (topic, address) in wanted {
-        let before = first.topic(topic).unwrap().provider(address).unwrap();
-        let after = second.topic(topic).unwrap().provider(address).unwrap();
-        assert_eq!(after.state, "live", "{topic} {address}: {after:?}");
+        let row = second.topic(topic).unwrap().provider(address).unwrap();
+        assert_eq!(row.state, "live", "{topic} {address}: {row:?}");
+    }
+    for topic in ["billing", "search"] {
+        let sum = |page: &Page| -> f64 {
+            page.topic(topic).unwrap().providers.iter().map(|p| p.requests).sum()
+        };
+        let rows = &second.topic(topic).unwrap().providers;
         assert!(
-            after.requests > before.requests,
-            "{topic} {address} did not move: {before:?} then {after:?}"
+            sum(second) > sum(first) && rows.iter().any(|p| p.rate.is_some_and(|r| r > 0.0)),
+            "the providers of {topic} show no requests moving: {rows:?}"
         );
     }
 }
@@ -319,6 +336,7 @@ struct ProviderView {
     address: String,
     state: String,
     requests: f64,
+    rate: Option<f64>,
 }
 
 /// Collects the page's numbers from the `data-*` attributes it keeps for tests, and its
@@ -343,6 +361,7 @@ const READ_PAGE_SCRIPT: &str = r##"
                 address: r.dataset.provider,
                 state: r.dataset.state,
                 requests: value(r.querySelector('[data-col="requests"]')),
+                rate: value(r.querySelector('[data-col="rate"]')),
             })),
         })),
     };
@@ -364,6 +383,7 @@ impl Page {
             address: text(&p["address"]),
             state: text(&p["state"]),
             requests: number(&p["requests"]).unwrap_or(0.0),
+            rate: number(&p["rate"]),
         };
         let topic = |t: &Value| TopicView {
             name: text(&t["name"]),

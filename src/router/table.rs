@@ -202,11 +202,10 @@ impl Table {
         let providers = &topic.providers;
         let count = providers.len();
         let eligible = |p: &Provider| {
-            !p.draining
-                && !tried.contains(&p.addr)
-                && p.down_until.is_none_or(|until| until <= now)
-                && !(p.half_open && p.inflight > 0)
-                && !p.at_limit()
+            let ejected = p.down_until.is_some_and(|until| until > now);
+            // A half-open provider takes one trial request at a time.
+            let on_trial = p.half_open && p.inflight > 0;
+            !(p.draining || ejected || on_trial || p.at_limit() || tried.contains(&p.addr))
         };
 
         // Two random picks; the common case is over here.

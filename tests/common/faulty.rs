@@ -20,6 +20,7 @@ use std::time::Duration;
 use socket2::SockRef;
 
 use super::Recorded;
+use super::provider::read_request;
 use super::wire::{self, Wire};
 
 /// Live connections one provider serves at once; more are closed on accept, so a leak in
@@ -231,41 +232,4 @@ fn answer(stream: &mut TcpStream, port: u16, close: bool) -> io::Result<()> {
         body.len()
     );
     stream.write_all(response.as_bytes())
-}
-
-/// Reads one request; `Ok(None)` when the peer closed between requests.
-///
-/// TODO: this mirrors the private reader of `provider.rs`; sharing that one would take a
-/// change to that file, which the resilience work was not to touch.
-fn read_request(wire: &mut Wire) -> io::Result<Option<Recorded>> {
-    let Some(raw_head) = wire.read_head()? else {
-        return Ok(None);
-    };
-    let (request_line, headers) = wire::parse_head(&raw_head)?;
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad request line {request_line:?}"),
-        ));
-    };
-
-    // RFC 9112 §6.3: chunked wins over Content-Length; neither means no body in a request.
-    let body = if wire::is_chunked(&headers) {
-        wire.read_chunked()?
-    } else if let Some(n) = wire::content_length(&headers)? {
-        wire.read_exact_vec(n)?
-    } else {
-        Vec::new()
-    };
-    Ok(Some(Recorded {
-        method: method.to_string(),
-        target: target.to_string(),
-        version: version.to_string(),
-        headers,
-        body,
-        raw_head,
-    }))
 }

@@ -238,7 +238,8 @@ impl Asked {
 }
 
 /// Reads one request; `Ok(None)` when the peer closed between requests.
-fn read_request(wire: &mut Wire) -> std::io::Result<Option<Recorded>> {
+/// Shared with the other test providers.
+pub(super) fn read_request(wire: &mut Wire) -> std::io::Result<Option<Recorded>> {
     let Some(raw_head) = wire.read_head()? else {
         return Ok(None);
     };
