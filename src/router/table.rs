@@ -103,8 +103,19 @@ pub struct Provider {
 }
 
 impl Provider {
-    fn cost(&self) -> f64 {
-        self.latency_ns * f64::from(self.inflight + 1) / self.weight
+    /// The provider's cost now. The latency average also decays while
+    /// nothing is observed, so a provider that stopped getting requests
+    /// (because it was slow once, or lost a tie) grows cheaper with time
+    /// and is tried again, instead of being starved for good.
+    fn cost(&self, now: Instant) -> f64 {
+        let latency = match self.latency_at {
+            Some(at) => {
+                let idle = now.saturating_duration_since(at).as_secs_f64();
+                self.latency_ns * (-idle / LATENCY_DECAY.as_secs_f64()).exp()
+            }
+            None => self.latency_ns,
+        };
+        latency * f64::from(self.inflight + 1) / self.weight
     }
 
     /// Folds one observed latency into the average. A sample above the
@@ -216,7 +227,7 @@ impl Table {
                 b = (b + 1) % count;
             }
             let pick = match (eligible(&providers[a]), eligible(&providers[b])) {
-                (true, true) if providers[b].cost() < providers[a].cost() => Some(b),
+                (true, true) if providers[b].cost(now) < providers[a].cost(now) => Some(b),
                 (true, _) => Some(a),
                 (false, true) => Some(b),
                 (false, false) => None,
@@ -236,7 +247,7 @@ impl Table {
             let index = (start + step) % count;
             let p = &providers[index];
             if eligible(p) {
-                if best.is_none_or(|b| p.cost() < providers[b].cost()) {
+                if best.is_none_or(|b| p.cost(now) < providers[b].cost(now)) {
                     best = Some(index);
                 }
             } else if !p.draining && !tried.contains(&p.addr) {
