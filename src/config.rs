@@ -111,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "CROUPIER_MAX_INFLIGHT_PER_PROVIDER")]
     pub max_inflight_per_provider: Option<u32>,
 
+    /// Write one line per request to this file, or to standard output with `-`
+    /// [default: no access log].
+    #[arg(long, value_name = "PATH|-", env = "CROUPIER_ACCESS_LOG")]
+    pub access_log: Option<crate::metrics::access_log::Destination>,
+
     /// Do not add X-Forwarded-For, X-Forwarded-Proto and Via to forwarded requests.
     #[arg(long, env = "CROUPIER_NO_FORWARDED_HEADERS")]
     pub no_forwarded_headers: bool,

@@ -5,6 +5,7 @@
 //! [`CoreSnapshot`] (a copy of its counters that can cross threads), and
 //! [`exposition`] adds them up into the Prometheus text format.
 
+pub mod access_log;
 pub mod exposition;
 
 use std::cell::{Cell, RefCell};

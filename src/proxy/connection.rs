@@ -203,7 +203,8 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
     let forward =
         ForwardHeaders { enabled: !worker.config.no_forwarded_headers, client_ip: conn.peer.ip() };
     encode::request_head(&head, &forward, &mut out);
-    Some(Dispatch::Forward(ForwardRequest { info, topic, head: out }))
+    let logged = worker.access_log.as_ref().map(|_| (head.method.into(), head.target.into()));
+    Some(Dispatch::Forward(ForwardRequest { info, topic, head: out, logged }))
 }
 
 /// Whether a request target names one of croupier's own paths, in origin

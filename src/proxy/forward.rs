@@ -24,6 +24,7 @@ use super::exchange::{Deadline, Failure, exchange};
 use crate::error::ProxyError;
 use crate::http1::BodyLength;
 use crate::metrics::RequestRecord;
+use crate::metrics::access_log::Entry;
 use crate::router::table::{Choice, InflightLimit};
 use crate::runtime::worker::Worker;
 use crate::upstream;
@@ -34,6 +35,8 @@ pub struct ForwardRequest {
     pub topic: Rc<str>,
     /// The canonical head to send, kept for retries.
     pub head: Vec<u8>,
+    /// Method and target, kept only when there is an access log to write.
+    pub logged: Option<(Box<str>, Box<str>)>,
 }
 
 enum Outcome {
@@ -60,6 +63,7 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
     worker.retry_budget.borrow_mut().record_request(Instant::now());
 
     let started = Instant::now();
+    let mut last_provider = None;
     let body_written_before = conn.inbound.written();
     let outcome = loop {
         let now = Instant::now();
@@ -73,6 +77,7 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             Choice::NoProvider => break Outcome::Failed(no_provider(&request.topic)),
             Choice::Exhausted => break Outcome::Failed(all_failed(&request.topic, tried.len())),
         };
+        last_provider = Some(provider);
         let mut attempt = Attempt {
             worker,
             topic: &request.topic,
@@ -175,6 +180,20 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
         latency: started.elapsed(),
     };
     worker.metrics.request(&request.topic, record);
+    if let (Some(log), Some((method, target))) = (&worker.access_log, &request.logged) {
+        log.write(&Entry {
+            client: conn.peer,
+            topic: &request.topic,
+            provider: last_provider,
+            method,
+            target,
+            status: record.status,
+            received_bytes: record.received_bytes,
+            sent_bytes: record.sent_bytes,
+            duration: record.latency,
+            retries: record.retries,
+        });
+    }
     response.release_or_drop(&worker.bufs);
     worker.bufs.put(std::mem::take(&mut request.head));
 

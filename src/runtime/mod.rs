@@ -178,6 +178,14 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     plane::spawn(policy, control_rx, core_txs.clone())
         .map_err(|e| StartError(format!("cannot start the control plane: {e}")))?;
 
+    let access_log = match &config.access_log {
+        Some(destination) => Some(
+            crate::metrics::access_log::start(destination)
+                .map_err(|e| StartError(format!("cannot open the access log: {e}")))?,
+        ),
+        None => None,
+    };
+
     let (ready_tx, ready_rx) = flume::unbounded::<Result<(), String>>();
     let (drained_tx, drained_rx) = flume::unbounded();
     for (id, (listener, inbox)) in listeners.into_iter().zip(core_rxs).enumerate() {
@@ -185,6 +193,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let control = control_tx.clone();
         let ready = ready_tx.clone();
         let drained = drained_tx.clone();
+        let access_log = access_log.clone();
         let cpu = if cpus.is_empty() { None } else { Some(cpus[id % cpus.len()]) };
         std::thread::Builder::new()
             .name(format!("croupier-core-{id}"))
@@ -192,7 +201,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 if let Some(cpu) = cpu {
                     core_affinity::set_for_current(cpu);
                 }
-                let worker = Rc::new(Worker::new(id, config, control, cores, drained));
+                let worker = Rc::new(Worker::new(id, config, control, cores, drained, access_log));
                 let ready_on_error = ready.clone();
                 let serve = async move {
                     let listener = match monoio::net::TcpListener::from_std(listener) {

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::control::plane::{ControlSender, EJECT_BASE};
 use crate::control::{ControlMsg, CoreMsg, ProviderStats};
 use crate::http1::head::HeadLimits;
+use crate::metrics::access_log::CoreLog;
 use crate::metrics::{CoreMetrics, CoreSnapshot, bump};
 use crate::proxy::buffer::BufPool;
 use crate::proxy::connection;
@@ -49,6 +50,8 @@ pub struct Worker {
     /// Where this core reports, once draining, that its last connection
     /// closed.
     drained: flume::Sender<usize>,
+    /// This core's side of `--access-log`.
+    pub access_log: Option<CoreLog>,
 }
 
 impl Worker {
@@ -58,6 +61,7 @@ impl Worker {
         control: ControlSender,
         cores: usize,
         drained: flume::Sender<usize>,
+        access_log: Option<flume::Sender<Vec<u8>>>,
     ) -> Self {
         let connections_max = config.max_connections.div_ceil(cores).max(1);
         Worker {
@@ -74,6 +78,7 @@ impl Worker {
             connections_max,
             drain: Drain::default(),
             drained,
+            access_log: access_log.map(CoreLog::new),
         }
     }
 
@@ -163,6 +168,9 @@ impl Worker {
             let now = Instant::now();
             self.pool.borrow_mut().sweep(now);
             self.drain.wake_expired(now);
+            if let Some(log) = &self.access_log {
+                log.flush();
+            }
             // A burst of requests leaves freed buffers in the allocator's
             // arenas; hand them back to the kernel so resident memory
             // follows the load down, not only up.
