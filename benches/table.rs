@@ -32,12 +32,7 @@ fn provider(index: usize) -> SocketAddr {
 }
 
 fn upsert(index: usize) -> TableChange {
-    TableChange::Upsert {
-        topic: TOPIC.into(),
-        provider: provider(index),
-        weight: 1.0,
-        max_inflight: None,
-    }
+    TableChange::Upsert { topic: TOPIC.into(), provider: provider(index), weight: 1.0, limit: None }
 }
 
 /// A table with `count` providers of one topic that have all answered
@@ -69,7 +64,7 @@ fn choose(c: &mut Criterion) {
         for count in PROVIDER_COUNTS {
             let mut table = table_with(count, half_ejected, now);
             group.bench_with_input(BenchmarkId::new(name, count), &count, |b, _| {
-                b.iter(|| black_box(table.choose(black_box(TOPIC.as_bytes()), &[], now, None)));
+                b.iter(|| black_box(table.choose(black_box(TOPIC.as_bytes()), &[], now)));
             });
         }
     }

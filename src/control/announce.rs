@@ -23,6 +23,10 @@ pub const HOST_BYTES_MAX: usize = 253;
 /// dead provider is gone quickly.
 pub const TTL_DEFAULT_S: u64 = 10;
 
+/// Shortest lease, in seconds: a shorter one would expire before a renewal
+/// could travel. (A lease of 1e-300 s was accepted as zero before.)
+pub const TTL_MIN_S: f64 = 0.1;
+
 /// Longest lease, in seconds (one day). A longer lease would be a static
 /// configuration in disguise.
 pub const TTL_MAX_S: u64 = 86_400;
@@ -54,8 +58,10 @@ pub fn parse_announce(body: &[u8], peer: SocketAddr) -> Result<Announce, Reply> 
             let seconds = value
                 .as_f64()
                 .or_else(|| value.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
-                .filter(|s| s.is_finite() && *s > 0.0 && *s <= TTL_MAX_S as f64)
-                .ok_or_else(|| bad(&format!("ttl: seconds from 0 to {TTL_MAX_S}"), "ttl"))?;
+                .filter(|s| s.is_finite() && *s >= TTL_MIN_S && *s <= TTL_MAX_S as f64)
+                .ok_or_else(|| {
+                    bad(&format!("ttl: seconds from {TTL_MIN_S} to {TTL_MAX_S}"), "ttl")
+                })?;
             Duration::from_secs_f64(seconds)
         }
     };
@@ -223,6 +229,7 @@ mod tests {
         assert_eq!(field_of(r#"{"topic":"t","port":80,"host":"a\r\nb"}"#), "host");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":-1}"#), "ttl");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":1e9}"#), "ttl");
+        assert_eq!(field_of(r#"{"topic":"t","port":80,"ttl":1e-300}"#), "ttl");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"weight":0}"#), "weight");
         assert_eq!(field_of(r#"{"topic":"t","port":80,"max_inflight":0}"#), "max_inflight");
     }

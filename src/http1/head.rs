@@ -200,6 +200,11 @@ pub fn parse_response<'b, 'h>(
     let (Some(status), Some(minor)) = (response.code, response.version) else {
         unreachable!("a complete response head has a status and a version");
     };
+    // RFC 9110 §15: a status is three digits, 100 to 599. httparse reads
+    // `050` as 50, which no client could read back (found by fuzzing).
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Syntax("status outside 100 to 599"));
+    }
     let version = version_of(minor);
     let headers: &'h [httparse::Header<'b>] = response.headers;
     let framing = framing::framing_headers(head, headers)?;
@@ -248,11 +253,19 @@ pub fn connection_tokens<'h, 'b: 'h>(
 
 /// A request line longer than the limit is a 414 even before the rest of the
 /// head has arrived, so a client cannot make croupier buffer it.
+///
+/// RFC 9112 §2.2 lets a server skip empty lines before the request line (and
+/// httparse does), so the measure starts after them: otherwise one CRLF in
+/// front would hide a request line of any length.
 fn check_request_line_length(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
-    let window = &buf[..buf.len().min(limits.request_line_bytes_max + 2)];
+    let mut line = buf;
+    while let [b'\r', b'\n', rest @ ..] = line {
+        line = rest;
+    }
+    let window = &line[..line.len().min(limits.request_line_bytes_max + 2)];
     let too_long = match memchr::memchr(b'\n', window) {
         Some(end) => end > limits.request_line_bytes_max + 1,
-        None => buf.len() > limits.request_line_bytes_max + 1,
+        None => line.len() > limits.request_line_bytes_max + 1,
     };
     if too_long {
         return Err(HeadError::RequestLineTooLong { limit_bytes: limits.request_line_bytes_max });
@@ -349,6 +362,9 @@ mod tests {
     fn limits() {
         let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
         assert!(matches!(request(long_line.as_bytes()), Err(HeadError::RequestLineTooLong { .. })));
+        // Behind an empty line, too (found by reading the fuzz target).
+        let hidden = format!("\r\n{long_line}");
+        assert!(matches!(request(hidden.as_bytes()), Err(HeadError::RequestLineTooLong { .. })));
         // Without the line end yet, too.
         assert!(matches!(
             request(&long_line.as_bytes()[..8500]),
@@ -397,5 +413,9 @@ mod tests {
             parse_response(raw, &mut headers, false, &HeadLimits::default()).unwrap_err(),
             HeadError::LengthAndChunked
         );
+        for raw in [&b"HTTP/1.1 050 Continue\r\n\r\n"[..], b"HTTP/1.1 600 X\r\n\r\n"] {
+            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            assert!(parse_response(raw, &mut headers, false, &HeadLimits::default()).is_err());
+        }
     }
 }

@@ -143,7 +143,38 @@ impl Provider {
 pub struct Topic {
     pub name: Rc<str>,
     pub providers: Vec<Provider>,
+    /// Where each provider sits in `providers`: the request path finds its
+    /// provider again by address twice per request, and a topic may hold
+    /// thousands.
+    index: HashMap<SocketAddr, usize>,
 }
+
+impl Topic {
+    fn new(name: &str) -> Self {
+        Topic { name: Rc::from(name), providers: Vec::new(), index: HashMap::new() }
+    }
+
+    fn get_mut(&mut self, addr: SocketAddr) -> Option<&mut Provider> {
+        let index = *self.index.get(&addr)?;
+        Some(&mut self.providers[index])
+    }
+
+    fn remove(&mut self, addr: SocketAddr) {
+        let Some(index) = self.index.remove(&addr) else { return };
+        self.providers.swap_remove(index);
+        if let Some(moved) = self.providers.get(index) {
+            self.index.insert(moved.addr, index);
+        }
+    }
+}
+
+/// Random picks tried, two at a time, before the choice falls back to
+/// looking at every provider. With half of a topic ejected, all of them miss
+/// once in 65,536 choices, so choosing stays O(1) however large the topic.
+const RANDOM_PICKS: usize = 16;
+
+/// Providers whose latency a newcomer's starting estimate is averaged over.
+const NEWCOMER_SAMPLE: usize = 16;
 
 /// What [`Table::choose`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +237,11 @@ impl Table {
     /// first is chosen anyway: failing open beats answering 503 to everyone
     /// when the failure detection was wrong.
     pub fn choose(&mut self, topic: &[u8], tried: &[SocketAddr], now: Instant) -> Choice {
-        let (first, second) = (self.random(), self.random());
+        let mut picks = [0u64; RANDOM_PICKS];
+        for pick in &mut picks {
+            *pick = self.random();
+        }
+        let first = picks[0];
         let Some(topic) = self.topics.get_mut(topic) else {
             return Choice::NoProvider;
         };
@@ -219,10 +254,15 @@ impl Table {
             !(p.draining || ejected || on_trial || p.at_limit() || tried.contains(&p.addr))
         };
 
-        // Two random picks; the common case is over here.
-        if count > 0 {
-            let a = (first % count as u64) as usize;
-            let mut b = (second % count as u64) as usize;
+        // Two random picks; the common case ends with the first pair. A pair
+        // that is all ineligible (ejected, at its limit) is drawn again, a
+        // few times, before every provider is looked at.
+        for pair in picks.chunks_exact(2).take(if count > 2 { RANDOM_PICKS / 2 } else { 1 }) {
+            if count == 0 {
+                break;
+            }
+            let a = (pair[0] % count as u64) as usize;
+            let mut b = (pair[1] % count as u64) as usize;
             if count > 1 && b == a {
                 b = (b + 1) % count;
             }
@@ -237,7 +277,7 @@ impl Table {
             }
         }
 
-        // Both picks were ineligible: look at every provider, starting at a
+        // Every pick was ineligible: look at every provider, starting at a
         // random one so the fallback does not favour the first.
         let start = if count > 0 { (first as usize) % count } else { 0 };
         let mut best: Option<usize> = None;
@@ -271,8 +311,7 @@ impl Table {
     }
 
     pub fn provider_mut(&mut self, topic: &str, addr: SocketAddr) -> Option<&mut Provider> {
-        let topic = self.topics.get_mut(topic.as_bytes())?;
-        topic.providers.iter_mut().find(|p| p.addr == addr)
+        self.topics.get_mut(topic.as_bytes())?.get_mut(addr)
     }
 
     /// Applies one change from the control plane.
@@ -282,8 +321,8 @@ impl Table {
                 let entry = self
                     .topics
                     .entry(Box::from(topic.as_bytes()))
-                    .or_insert_with(|| Topic { name: Rc::from(&**topic), providers: Vec::new() });
-                if let Some(existing) = entry.providers.iter_mut().find(|p| p.addr == *provider) {
+                    .or_insert_with(|| Topic::new(topic));
+                if let Some(existing) = entry.get_mut(*provider) {
                     // A renewal: an ejection stands until it runs out; a
                     // provider that announces again is no longer leaving.
                     existing.weight = *weight;
@@ -293,17 +332,17 @@ impl Table {
                 }
                 // A newcomer starts at its topic's average latency, so it is
                 // neither flooded (as at zero) nor starved.
-                let known: Vec<f64> = entry
+                // A sample of the others is as good as all of them, and keeps
+                // an announce O(1) in a large topic.
+                let (sum, known) = entry
                     .providers
                     .iter()
+                    .take(NEWCOMER_SAMPLE)
                     .filter(|p| p.latency_at.is_some())
-                    .map(|p| p.latency_ns)
-                    .collect();
-                let latency_ns = if known.is_empty() {
-                    NEUTRAL_LATENCY_NS
-                } else {
-                    known.iter().sum::<f64>() / known.len() as f64
-                };
+                    .fold((0.0, 0u32), |(sum, n), p| (sum + p.latency_ns, n + 1));
+                let latency_ns =
+                    if known == 0 { NEUTRAL_LATENCY_NS } else { sum / f64::from(known) };
+                entry.index.insert(*provider, entry.providers.len());
                 entry.providers.push(Provider {
                     addr: *provider,
                     weight: *weight,
@@ -319,7 +358,7 @@ impl Table {
             }
             TableChange::Remove { topic, provider } => {
                 if let Some(entry) = self.topics.get_mut(topic.as_bytes()) {
-                    entry.providers.retain(|p| p.addr != *provider);
+                    entry.remove(*provider);
                     if entry.providers.is_empty() {
                         self.topics.remove(topic.as_bytes());
                     }
