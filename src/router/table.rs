@@ -15,6 +15,7 @@
 //! flight plus one, divided by the announced weight. Two random samples give
 //! nearly the balance of comparing every provider, in O(1) per request.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -192,9 +193,8 @@ pub enum Choice {
 #[derive(Debug)]
 pub struct Table {
     topics: HashMap<Box<[u8]>, Topic>,
-    /// xorshift state for the random picks: cheap, and quality hardly
-    /// matters for choosing between two providers.
-    rng: u64,
+    /// For the random picks.
+    rng: Rng,
 }
 
 impl Default for Table {
@@ -208,7 +208,7 @@ impl Table {
         use std::hash::{BuildHasher, Hasher};
         // Each core gets its own seed, so cores do not pick in lockstep.
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        Table { topics: HashMap::new(), rng: seed | 1 }
+        Table { topics: HashMap::new(), rng: Rng(Cell::new(seed | 1)) }
     }
 
     /// The interned name of a topic, for requests that need it again later
@@ -221,13 +221,6 @@ impl Table {
         self.topics.values()
     }
 
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     /// Picks a provider of `topic` for a request that already tried the
     /// providers in `tried`. A provider with a limit of requests in flight
     /// has a place reserved for the request when it is chosen; the caller
@@ -237,11 +230,8 @@ impl Table {
     /// first is chosen anyway: failing open beats answering 503 to everyone
     /// when the failure detection was wrong.
     pub fn choose(&mut self, topic: &[u8], tried: &[SocketAddr], now: Instant) -> Choice {
-        let mut picks = [0u64; RANDOM_PICKS];
-        for pick in &mut picks {
-            *pick = self.random();
-        }
-        let first = picks[0];
+        let rng = &self.rng;
+        let first = rng.next();
         let Some(topic) = self.topics.get_mut(topic) else {
             return Choice::NoProvider;
         };
@@ -257,12 +247,14 @@ impl Table {
         // Two random picks; the common case ends with the first pair. A pair
         // that is all ineligible (ejected, at its limit) is drawn again, a
         // few times, before every provider is looked at.
-        for pair in picks.chunks_exact(2).take(if count > 2 { RANDOM_PICKS / 2 } else { 1 }) {
+        let pairs = if count > 2 { RANDOM_PICKS / 2 } else { 1 };
+        for pair in 0..pairs {
             if count == 0 {
                 break;
             }
-            let a = (pair[0] % count as u64) as usize;
-            let mut b = (pair[1] % count as u64) as usize;
+            let a = if pair == 0 { first } else { rng.next() };
+            let a = (a % count as u64) as usize;
+            let mut b = (rng.next() % count as u64) as usize;
             if count > 1 && b == a {
                 b = (b + 1) % count;
             }
@@ -376,6 +368,23 @@ impl Table {
                 }
             }
         }
+    }
+}
+
+/// xorshift64: cheap, and its quality hardly matters for choosing between
+/// two providers. In a cell, so it can be drawn from while a topic of the
+/// same table is borrowed.
+#[derive(Debug)]
+struct Rng(Cell<u64>);
+
+impl Rng {
+    fn next(&self) -> u64 {
+        let mut x = self.0.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0.set(x);
+        x
     }
 }
 
