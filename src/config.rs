@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::http1::head::HeadLimits;
 use crate::router::cidr::Cidr;
@@ -23,11 +23,29 @@ pub enum DriverChoice {
     Legacy,
 }
 
+/// What `croupier <COMMAND>` runs instead of the proxy.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Announce a provider to croupier on an interval, and leave on exit.
+    Announce(crate::sidecar::AnnounceArgs),
+}
+
 /// A thread-per-core HTTP/1.1 proxy that routes requests by their
 /// `croupier-topic` header to providers that announce themselves.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "croupier", version, about, max_term_width = 100)]
+// `args_conflicts_with_subcommands`: `croupier 8000` runs the proxy as before, and a
+// subcommand takes none of the proxy's options.
+#[command(
+    name = "croupier",
+    version,
+    about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TCP port to listen on.
     #[arg(default_value_t = 8000, env = "CROUPIER_PORT")]
     pub port: u16,

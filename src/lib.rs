@@ -17,6 +17,8 @@
 //! - **No copies of bodies.** [`proxy`] moves owned buffers from the read to
 //!   the write; [`upstream`] keeps a per-core pool of provider connections.
 //! - **Per-core counters.** [`metrics`] are plain cells summed on read.
+//! - **A sidecar for the rest.** [`sidecar`] is `croupier announce`, which
+//!   announces a server that cannot announce itself, and leaves on exit.
 
 pub mod config;
 pub mod control;
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod sidecar;
 pub mod upstream;
 
 /// The request header that names the topic a request is for.

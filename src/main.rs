@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use croupier::config::Config;
+use croupier::config::{Command, Config};
 use croupier::runtime::DrainEnd;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // clap exits with 2 on a bad command line and 0 for --help/--version.
-    let config = Config::parse();
+    let mut config = Config::parse();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `croupier announce` runs the provider sidecar instead, on the signals just blocked.
+    if let Some(Command::Announce(args)) = config.command.take() {
+        return croupier::sidecar::run(args);
+    }
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let running = match croupier::runtime::start(config) {
         Ok(running) => running,
