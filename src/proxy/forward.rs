@@ -94,7 +94,9 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
                 let timeout = config.connect_timeout().min(deadline.at - now);
                 match upstream::connect(provider, timeout).await {
                     Ok(stream) => {
-                        worker.metrics.connected(now.elapsed());
+                        if cfg!(feature = "request-metrics") {
+                            worker.metrics.connected(now.elapsed());
+                        }
                         stream
                     }
                     Err(error) => {
@@ -179,7 +181,9 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
         retries: tried.len() as u32 + stale_redials,
         latency: started.elapsed(),
     };
-    worker.metrics.request(&request.topic, record);
+    if cfg!(feature = "request-metrics") {
+        worker.metrics.request(&request.topic, record);
+    }
     if let (Some(log), Some((method, target))) = (&worker.access_log, &request.logged) {
         log.write(&Entry {
             client: conn.peer,

@@ -78,6 +78,12 @@ def parse_args():
     p.add_argument("--croupier", default=None, help="croupier binary (target/release/croupier)")
     p.add_argument("--croupier-args", default="", help="extra croupier options, one string")
     p.add_argument("--no-croupier", action="store_true", help="benchmark the others only")
+    p.add_argument(
+        "--extra-croupier",
+        action="append",
+        metavar="NAME=PATH",
+        help="another croupier binary to run side by side, shown as NAME (repeatable)",
+    )
     p.add_argument("--build", action="store_true", help="run cargo build --release first")
     p.add_argument(
         "--l4",

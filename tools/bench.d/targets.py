@@ -150,7 +150,8 @@ def start_proxies(children, args, tools, tmp, backend_ports, croupier_path, l4_p
     """Start every proxy afresh, each checked with a few requests; return the
     targets, "direct" (the first backend itself) first. phase names the logs."""
     nginx_has_e = _version_tuple(version_of([tools["nginx"], "-v"])) >= (1, 19, 5)
-    ports = procs.free_ports(4)
+    extra = getattr(args, "extra_croupier", None) or []
+    ports = procs.free_ports(4 + len(extra))
     b1, b2 = backend_ports
     targets = [Target("direct", b1)]
 
@@ -199,6 +200,17 @@ def start_proxies(children, args, tools, tmp, backend_ports, croupier_path, l4_p
         procs.wait_listening(proc, ports[2])
         announce(ports[2], backend_ports)
         targets.append(Target("croupier", ports[2], proc))
+
+    # Variants of croupier side by side with it (e.g. a build without
+    # per-request metrics), each with a name of its own in the tables.
+    for index, spec in enumerate(extra):
+        name, _, path = spec.partition("=")
+        port = ports[4 + index]
+        argv = [path, "--host", "127.0.0.1", "--cores", str(args.cores), str(port)]
+        proc = children.start(name, argv, os.path.join(tmp, f"{name}-{phase}.log"))
+        procs.wait_listening(proc, port)
+        announce(port, backend_ports)
+        targets.append(Target(name, port, proc))
 
     if l4_path:
         argv = [l4_path, "--listen", f"127.0.0.1:{ports[3]}", "--upstream", f"127.0.0.1:{b1}"]
