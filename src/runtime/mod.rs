@@ -230,6 +230,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             Err(_) => return Err(StartError("a core stopped during start-up".into())),
         }
     }
+    if config.token.is_none() && !config.host.is_loopback() {
+        tracing::warn!(listen = %addr, "no --token: anyone who can reach this port can announce \
+            a provider and receive its traffic");
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), cores, driver = %driver, listen = %addr,
         "croupier is serving");
     Ok(Running { cores: core_txs, drained: drained_rx })
