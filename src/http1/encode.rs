@@ -88,6 +88,12 @@ pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders, out: &
         BodyLength::Empty | BodyLength::UntilClose => {}
     }
 
+    if let Some(protocol) = head.upgrade {
+        // Upgrade is hop-by-hop, so it was dropped above; croupier asks the
+        // provider for it itself, and tunnels once the provider agrees.
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        header_line(out, b"upgrade", protocol);
+    }
     if forward.enabled {
         out.extend_from_slice(b"x-forwarded-for: ");
         if let Some(previous) = forwarded_for {
@@ -149,6 +155,22 @@ pub fn response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a provider's `101 Switching Protocols` for the client, with the
+/// `Connection` and `Upgrade` headers that make it one.
+pub fn switching_head(head: &ResponseHead<'_, '_>, out: &mut Vec<u8>) {
+    let _ = write!(out, "HTTP/1.1 101 ");
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in head.headers {
+        if header.name.eq_ignore_ascii_case("upgrade") {
+            header_line(out, b"upgrade", header.value);
+        } else if !is_hop_by_hop(header.name, head.headers) {
+            header_line(out, header.name.as_bytes(), header.value);
+        }
+    }
+    out.extend_from_slice(b"connection: upgrade\r\n\r\n");
 }
 
 /// Writes an interim (1xx) response such as `100 Continue` for the client.

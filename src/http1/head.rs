@@ -49,6 +49,9 @@ pub struct RequestHead<'b, 'h> {
     pub expect_continue: bool,
     /// `croupier-timeout-ms`: the client's deadline for the whole request.
     pub timeout_ms: Option<u64>,
+    /// The protocol asked for with `Upgrade` (and `Connection: upgrade`,
+    /// RFC 9110 §7.8), in an HTTP/1.1 request.
+    pub upgrade: Option<&'b [u8]>,
 }
 
 impl RequestHead<'_, '_> {
@@ -136,6 +139,7 @@ pub fn parse_request<'b, 'h>(
     let mut topic = None;
     let mut expect_continue = false;
     let mut timeout_ms = None;
+    let mut upgrade = None;
     for header in headers {
         if header.name.eq_ignore_ascii_case("host") {
             hosts += 1;
@@ -143,6 +147,8 @@ pub fn parse_request<'b, 'h>(
             topic = Some(header.value);
         } else if header.name.eq_ignore_ascii_case("expect") {
             expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue");
+        } else if header.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(header.value);
         } else if header.name.eq_ignore_ascii_case(crate::TIMEOUT_HEADER) {
             let ms = std::str::from_utf8(header.value).ok().and_then(|v| v.parse::<u64>().ok());
             timeout_ms = Some(ms.filter(|&ms| ms > 0).ok_or(HeadError::InvalidTimeout)?);
@@ -165,6 +171,10 @@ pub fn parse_request<'b, 'h>(
         topic,
         expect_continue,
         timeout_ms,
+        upgrade: upgrade.filter(|_| {
+            version == Version::Http11
+                && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        }),
     }))
 }
 

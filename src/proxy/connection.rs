@@ -59,6 +59,8 @@ pub struct RequestInfo {
     pub expect_continue: bool,
     /// `croupier-timeout-ms`: the client's deadline for the whole request.
     pub timeout_ms: Option<u64>,
+    /// The client asked to upgrade the connection (WebSocket, say).
+    pub upgrade: bool,
 }
 
 impl RequestInfo {
@@ -72,6 +74,7 @@ impl RequestInfo {
             idempotent: head.is_idempotent(),
             expect_continue: head.expect_continue,
             timeout_ms: head.timeout_ms,
+            upgrade: head.upgrade.is_some(),
         }
     }
 

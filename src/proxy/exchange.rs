@@ -10,6 +10,7 @@ use monoio::net::TcpStream;
 use super::buffer::{Inbound, ReadError};
 use super::connection::{Conn, RequestInfo};
 use super::relay::{self, ChunkedOut, RelayError};
+use super::tunnel;
 use crate::error::ProxyError;
 use crate::http1::encode::{self, ClientFraming};
 use crate::http1::head::{HEADERS_MAX, parse_response};
@@ -86,6 +87,9 @@ enum HeadEvent {
     /// The provider said `100 Continue` (or kept silent long enough).
     Continue,
     Final(FinalHead),
+    /// The provider agreed to the client's upgrade: the `101` head for the
+    /// client.
+    Switch(Vec<u8>),
 }
 
 #[allow(clippy::too_many_arguments, reason = "the attempt's parts are borrowed separately")]
@@ -129,6 +133,7 @@ pub async fn exchange(
         match read_head(conn, worker, upstream, response, info, deadline, true).await? {
             HeadEvent::Continue => {}
             HeadEvent::Final(head) => early = Some(head),
+            HeadEvent::Switch(_) => unreachable!("refused while waiting for 100-continue"),
         }
     }
     let body_withheld = early.is_some() && body_pending;
@@ -140,6 +145,9 @@ pub async fn exchange(
         Some(head) => head,
         None => match read_head(conn, worker, upstream, response, info, deadline, false).await? {
             HeadEvent::Final(head) => head,
+            HeadEvent::Switch(out) => {
+                return switch_protocols(conn, worker, upstream, info, response, out).await;
+            }
             HeadEvent::Continue => unreachable!("only asked for when waiting for 100-continue"),
         },
     };
@@ -186,6 +194,38 @@ pub async fn exchange(
         client_keep_alive: head.client_keep_alive,
         upstream_reusable,
         status: head.status,
+        head_at,
+        head_bytes,
+    })
+}
+
+/// Answers the client's upgrade with the provider's `101` and tunnels the
+/// connection until both sides are done; it is never reused.
+async fn switch_protocols(
+    conn: &mut Conn,
+    worker: &Worker,
+    upstream: &mut TcpStream,
+    info: RequestInfo,
+    response: &mut Inbound,
+    out: Vec<u8>,
+) -> Result<Done, Failure> {
+    let head_at = Instant::now();
+    let head_bytes = out.len() as u64;
+    let (result, out) = conn.client.write_all(out).await;
+    worker.bufs.put(out);
+    if result.is_err() {
+        return Err(Failure::Abort);
+    }
+    conn.inbound.consume(info.head_len + info.body_len_held());
+    if let Err(error) =
+        tunnel::run(&mut conn.client, upstream, &mut conn.inbound, response, &worker.bufs).await
+    {
+        tracing::debug!(%error, "tunnel ended with an error");
+    }
+    Ok(Done {
+        client_keep_alive: false,
+        upstream_reusable: false,
+        status: 101,
         head_at,
         head_bytes,
     })
@@ -270,11 +310,16 @@ async fn read_head(
                     return Err(fail(interim_sent, ProxyError::from_response_head(error)));
                 }
                 Ok(Some(head)) if head.status == 101 => {
-                    // croupier does not forward Upgrade, so no provider
-                    // should switch protocols; one that does cannot be
-                    // relayed.
-                    let reason = "provider switched protocols, which croupier does not tunnel yet";
-                    return Err(fail(interim_sent, ProxyError::provider(502, reason)));
+                    if !info.upgrade || until_continue {
+                        // Switching protocols unasked leaves nothing croupier
+                        // could relay.
+                        let reason = "provider switched protocols the client did not ask for";
+                        return Err(fail(interim_sent, ProxyError::provider(502, reason)));
+                    }
+                    let mut out = worker.bufs.take_head();
+                    encode::switching_head(&head, &mut out);
+                    response.consume(head.len);
+                    return Ok(HeadEvent::Switch(out));
                 }
                 Ok(Some(head)) if (100..200).contains(&head.status) => {
                     let (len, is_continue) = (head.len, head.status == 100);

@@ -10,3 +10,4 @@ pub mod connection;
 pub mod exchange;
 pub mod forward;
 pub mod relay;
+pub mod tunnel;

@@ -108,12 +108,18 @@ impl Provider {
     /// nothing is observed, so a provider that stopped getting requests
     /// (because it was slow once, or lost a tie) grows cheaper with time
     /// and is tried again, instead of being starved for good.
+    ///
+    /// A provider this core has not heard from yet costs nothing while it has
+    /// no request in flight, so it gets one request at once and its cost is
+    /// known from then on; while that first request is out it costs the
+    /// neutral estimate, so it is not flooded before anyone knows its speed.
     fn cost(&self, now: Instant) -> f64 {
         let latency = match self.latency_at {
             Some(at) => {
                 let idle = now.saturating_duration_since(at).as_secs_f64();
                 self.latency_ns * (-idle / LATENCY_DECAY.as_secs_f64()).exp()
             }
+            None if self.inflight == 0 => 0.0,
             None => self.latency_ns,
         };
         latency * f64::from(self.inflight + 1) / self.weight
