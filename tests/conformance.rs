@@ -14,6 +14,7 @@
 //! Each case is a function taking the driver name; `on_both_drivers!` turns it into
 //! `<case>::io_uring` and `<case>::legacy`, as in `tests/core.rs`.
 
+#[macro_use]
 mod common;
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -26,23 +27,6 @@ use std::time::{Duration, Instant};
 use common::recording::{Answer, RecordingProvider};
 use common::{Conn, Croupier, Response, providers_of, request, try_request};
 use serde_json::{Value, json};
-
-/// Generates `<case>::io_uring` and `<case>::legacy`, each calling `<case>(driver)`.
-macro_rules! on_both_drivers {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn io_uring() {
-                super::$case("io-uring");
-            }
-
-            #[test]
-            fn legacy() {
-                super::$case("legacy");
-            }
-        }
-    )*};
-}
 
 on_both_drivers!(
     content_length_rules,

@@ -4,6 +4,7 @@
 //! `<case>::io_uring` and `<case>::legacy`, so every behaviour is checked on both event loops.
 //! Run one driver with `cargo test --test core legacy`.
 
+#[macro_use]
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
@@ -17,23 +18,6 @@ use common::{
     free_port, get, loopback, pattern, provider_pairs, providers_of, request, run_to_exit, upload,
 };
 use serde_json::{Value, json};
-
-/// Generates `<case>::io_uring` and `<case>::legacy`, each calling `<case>(driver)`.
-macro_rules! on_both_drivers {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn io_uring() {
-                super::$case("io-uring");
-            }
-
-            #[test]
-            fn legacy() {
-                super::$case("legacy");
-            }
-        }
-    )*};
-}
 
 on_both_drivers!(
     announce_then_fresh_connections_succeed,

@@ -24,6 +24,7 @@
 //!
 //! Run one driver with `cargo test --test metrics legacy`.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,23 +38,6 @@ use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{
     HistogramValue, MetricFamily, MetricsExposition, PrometheusType, PrometheusValue,
 };
-
-/// Generates `<case>::io_uring` and `<case>::legacy`, each calling `<case>(driver)`.
-macro_rules! on_both_drivers {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn io_uring() {
-                super::$case("io-uring");
-            }
-
-            #[test]
-            fn legacy() {
-                super::$case("legacy");
-            }
-        }
-    )*};
-}
 
 on_both_drivers!(
     counts_match_known_traffic,

@@ -9,6 +9,7 @@
 //! croupier runs with `--cores 2` (the harness's default), so a behaviour that must hold on
 //! every core, such as an ejection, is seen through connections that land on either core.
 
+#[macro_use]
 mod common;
 
 use std::io;
@@ -24,23 +25,6 @@ use common::{
     try_request,
 };
 use serde_json::{Value, json};
-
-/// Generates `<case>::io_uring` and `<case>::legacy`, each calling `<case>(driver)`.
-macro_rules! on_both_drivers {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn io_uring() {
-                super::$case("io-uring");
-            }
-
-            #[test]
-            fn legacy() {
-                super::$case("legacy");
-            }
-        }
-    )*};
-}
 
 on_both_drivers!(
     slow_provider_gets_little_traffic,

@@ -4,6 +4,7 @@
 //! that nothing of the upgraded protocol arrived before it answered, answers
 //! `101`, then echoes bytes upper-cased until the client closes.
 
+#[macro_use]
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -127,21 +128,6 @@ fn unasked_switch_is_a_502(driver: &str) {
     client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\ncroupier-topic: ws\r\n\r\n").unwrap();
     let head = read_head(&mut client);
     assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
-}
-
-macro_rules! on_both_drivers {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn io_uring() {
-                super::$case("io-uring");
-            }
-            #[test]
-            fn legacy() {
-                super::$case("legacy");
-            }
-        }
-    )*};
 }
 
 on_both_drivers!(upgrade_is_tunnelled, unasked_switch_is_a_502);

@@ -11,8 +11,27 @@
 #![allow(
     dead_code,
     unused_imports,
+    unused_macros,
     reason = "each test binary uses a different part of the harness"
 )]
+
+/// Turns each `fn case(driver: &str)` into a module of two tests, one per
+/// io driver: every test of I/O runs on io_uring and on epoll.
+macro_rules! on_both_drivers {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn io_uring() {
+                super::$case("io-uring");
+            }
+
+            #[test]
+            fn legacy() {
+                super::$case("legacy");
+            }
+        }
+    )*};
+}
 
 mod client;
 pub mod faulty;
