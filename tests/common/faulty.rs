@@ -9,23 +9,19 @@
 //! Like [`super::Provider`], it runs one thread per connection and records every request,
 //! before acting on it, so a test that has its response also sees the record.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use socket2::SockRef;
 
 use super::Recorded;
 use super::provider::read_request;
+use super::server::Server;
 use super::wire::{self, Wire};
-
-/// Live connections one provider serves at once; more are closed on accept, so a leak in
-/// croupier's pool shows as failures rather than as threads without end.
-pub const CONNECTIONS_MAX: usize = 256;
 
 /// Requests one connection serves before the provider closes it, so no loop is unbounded.
 const REQUESTS_PER_CONNECTION_MAX: usize = 100_000;
@@ -55,15 +51,13 @@ struct Shared {
     inflight: AtomicUsize,
     /// The most `inflight` ever was.
     inflight_max: AtomicUsize,
-    /// A second handle on each live connection, so `stop` can cut them.
-    live: Mutex<HashMap<u64, TcpStream>>,
+    /// Set by `stop`: a connection ends after the request it is on.
     stopping: AtomicBool,
-    next_id: AtomicU64,
 }
 
 pub struct FaultyProvider {
     shared: Arc<Shared>,
-    accept_thread: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl FaultyProvider {
@@ -85,15 +79,11 @@ impl FaultyProvider {
             requests: Mutex::new(Vec::new()),
             inflight: AtomicUsize::new(0),
             inflight_max: AtomicUsize::new(0),
-            live: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
-            next_id: AtomicU64::new(0),
         });
         let for_thread = Arc::clone(&shared);
-        let accept_thread = thread::Builder::new()
-            .name(format!("faulty-{port}"))
-            .spawn(move || accept_loop(listener, for_thread))?;
-        Ok(FaultyProvider { shared, accept_thread: Some(accept_thread) })
+        let server = Server::start(listener, "faulty", move |stream| serve(stream, &for_thread))?;
+        Ok(FaultyProvider { shared, server })
     }
 
     pub fn port(&self) -> u16 {
@@ -122,64 +112,9 @@ impl FaultyProvider {
     /// Stops like a killed process: the listener is closed, so new connects are refused, and
     /// every live connection is shut down. Recorded requests stay readable.
     pub fn stop(&mut self) {
-        let Some(accept_thread) = self.accept_thread.take() else {
-            return;
-        };
-
-        // The accept thread blocks in accept; a connect of our own wakes it to see the flag.
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.shared.port));
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        accept_thread.join().expect("faulty provider accept thread panicked");
-
-        for (_, stream) in self.shared.live.lock().unwrap().drain() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.server.stop();
     }
-}
-
-impl Drop for FaultyProvider {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            // EMFILE and the like: back off instead of spinning.
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-
-        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut live = shared.live.lock().unwrap();
-            if live.len() >= CONNECTIONS_MAX {
-                continue;
-            }
-            let Ok(handle) = stream.try_clone() else {
-                continue;
-            };
-            live.insert(id, handle);
-        }
-        let for_thread = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name(format!("faulty-{}-conn-{id}", shared.port))
-            .spawn(move || {
-                serve(stream, &for_thread);
-                // Dropping the second handle closes the socket for good: with SO_LINGER 0
-                // set, that close is what sends the RST.
-                for_thread.live.lock().unwrap().remove(&id);
-            });
-        if spawned.is_err() {
-            shared.live.lock().unwrap().remove(&id);
-        }
-    }
-    // Returning drops the listener: from here on connects are refused.
 }
 
 /// Serves one connection until the peer closes, the fault ends it, or framing breaks.

@@ -37,6 +37,7 @@ mod client;
 pub mod faulty;
 mod provider;
 pub mod recording;
+mod server;
 mod wire;
 
 pub use client::{Conn, Response, get, request, request_bytes, try_request};

@@ -4,20 +4,16 @@
 //! reads `Content-Length` and chunked request bodies, records every request it gets (the head
 //! byte for byte, as croupier sent it) and answers according to its [`Behaviour`].
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
+use super::server::Server;
 use super::wire::{self, Wire};
 use super::{fnv1a64, pattern_byte};
-
-/// Live connections one provider serves at once; more are closed on accept. croupier's pool
-/// keeps a few connections per core, so this is only reached if something leaks them.
-pub const CONNECTIONS_MAX: usize = 256;
 
 /// Requests one connection serves before the provider closes it, so no loop is unbounded.
 const REQUESTS_PER_CONNECTION_MAX: usize = 100_000;
@@ -71,15 +67,13 @@ struct Shared {
     port: u16,
     behaviour: Behaviour,
     requests: Mutex<Vec<Recorded>>,
-    /// A second handle on each live connection, so `stop` can cut them.
-    live: Mutex<HashMap<u64, TcpStream>>,
+    /// Set by `stop`: requests read after it get no answer.
     stopping: AtomicBool,
-    next_id: AtomicU64,
 }
 
 pub struct Provider {
     shared: Arc<Shared>,
-    accept_thread: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 impl Provider {
@@ -91,16 +85,12 @@ impl Provider {
             port,
             behaviour,
             requests: Mutex::new(Vec::new()),
-            live: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
-            next_id: AtomicU64::new(0),
         });
         let for_thread = Arc::clone(&shared);
-        let accept_thread = thread::Builder::new()
-            .name(format!("provider-{port}"))
-            .spawn(move || accept_loop(listener, for_thread))
-            .expect("spawn the provider's accept thread");
-        Provider { shared, accept_thread: Some(accept_thread) }
+        let server = Server::start(listener, "provider", move |stream| serve(stream, &for_thread))
+            .expect("start the provider's accept thread");
+        Provider { shared, server }
     }
 
     pub fn port(&self) -> u16 {
@@ -119,62 +109,9 @@ impl Provider {
     /// Stops like a killed process: the listener is closed, so new connects are refused, and
     /// every live connection is shut down. Recorded requests stay readable.
     pub fn stop(&mut self) {
-        let Some(accept_thread) = self.accept_thread.take() else {
-            return;
-        };
-
-        // The accept thread blocks in accept; a connect of our own wakes it to see the flag.
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.shared.port));
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        accept_thread.join().expect("provider accept thread panicked");
-
-        for (_, stream) in self.shared.live.lock().unwrap().drain() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.server.stop();
     }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            // EMFILE and the like: back off instead of spinning.
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-
-        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut live = shared.live.lock().unwrap();
-            if live.len() >= CONNECTIONS_MAX {
-                continue;
-            }
-            let Ok(handle) = stream.try_clone() else {
-                continue;
-            };
-            live.insert(id, handle);
-        }
-        let for_thread = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name(format!("provider-{}-conn-{id}", shared.port))
-            .spawn(move || {
-                serve(stream, &for_thread);
-                for_thread.live.lock().unwrap().remove(&id);
-            });
-        if spawned.is_err() {
-            shared.live.lock().unwrap().remove(&id);
-        }
-    }
-    // Returning drops the listener: from here on connects are refused.
 }
 
 /// Serves one connection until the peer closes, a request says close, or framing breaks.
