@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncWriteRentExt, Canceller};
 use monoio::net::TcpStream;
@@ -18,6 +18,7 @@ use crate::error::{ProxyError, Side};
 use crate::http1::encode::{self, ForwardHeaders};
 use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
 use crate::http1::{BodyLength, Version};
+use crate::metrics::access_log::Entry;
 use crate::runtime::drain::unless;
 use crate::runtime::worker::Worker;
 
@@ -88,12 +89,19 @@ impl RequestInfo {
     }
 }
 
+/// The parts of a refused request its access log line shows.
+struct Logged {
+    topic: Box<str>,
+    method: Box<str>,
+    target: Box<str>,
+}
+
 /// What a complete head asks for.
 enum Dispatch {
     /// Refused: answer and close, the connection cannot be trusted further.
     Reject(ProxyError),
     /// Answered by croupier with an error, the connection possibly kept.
-    Refuse(RequestInfo, ProxyError),
+    Refuse(RequestInfo, ProxyError, Option<Logged>),
     Control(ControlRequest),
     Forward(ForwardRequest),
 }
@@ -154,7 +162,21 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
 
     match dispatch {
         Dispatch::Reject(error) => respond_error(conn, worker, &error, false).await,
-        Dispatch::Refuse(info, error) => {
+        Dispatch::Refuse(info, error, logged) => {
+            if let (Some(log), Some(logged)) = (&worker.access_log, &logged) {
+                log.write(&Entry {
+                    client: conn.peer,
+                    topic: &logged.topic,
+                    provider: None,
+                    method: &logged.method,
+                    target: &logged.target,
+                    status: error.status,
+                    received_bytes: info.head_len as u64,
+                    sent_bytes: 0,
+                    duration: Duration::ZERO,
+                    retries: 0,
+                });
+            }
             // Without a body the request is whole and the connection can go
             // on; with one, croupier would have to read and drop it first.
             let keep = info.keep_alive && info.body == BodyLength::Empty;
@@ -185,9 +207,17 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
         return Some(Dispatch::Control(ControlRequest::of(&head, info)));
     }
 
+    // What a refusal's access log line needs, kept only when there is a log.
+    let logged = || {
+        worker.access_log.as_ref().map(|_| Logged {
+            topic: String::from_utf8_lossy(head.topic.unwrap_or_default()).into(),
+            method: head.method.into(),
+            target: head.target.into(),
+        })
+    };
     let Some(topic) = head.topic else {
         let error = ProxyError::client(400, "missing croupier-topic header");
-        return Some(Dispatch::Refuse(info, error));
+        return Some(Dispatch::Refuse(info, error, logged()));
     };
     if let (Some(max), BodyLength::Fixed(length)) = (worker.config.max_body_bytes, head.body)
         && length > max
@@ -199,7 +229,7 @@ fn plan(conn: &mut Conn, worker: &Worker) -> Option<Dispatch> {
     let Some(topic) = worker.table.borrow().topic_name(topic) else {
         let shown = String::from_utf8_lossy(&topic[..topic.len().min(255)]).into_owned();
         let error = ProxyError::croupier(503, format!("no live provider for topic {shown}"));
-        return Some(Dispatch::Refuse(info, error));
+        return Some(Dispatch::Refuse(info, error, logged()));
     };
 
     let mut out = worker.bufs.take_head();
