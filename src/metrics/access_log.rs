@@ -6,6 +6,10 @@
 //! falls behind by more than [`BATCHES_QUEUED_MAX`] batches, new batches are
 //! dropped and counted rather than held in memory without bound.
 //!
+//! Lines of one core keep their order; lines of different cores are
+//! interleaved a batch at a time, so sort by the time field when the order
+//! across cores matters.
+//!
 //! A line reads:
 //!
 //! ```text
