@@ -339,27 +339,29 @@ impl Sequencer {
         }
     }
 
+    /// Asks every core for its provider counters, for `GET /_croupier/providers`.
     fn gather(&mut self, reply: flume::Sender<Reply>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        for core in &self.cores {
-            let _ = core.send(CoreMsg::Report { seq });
-        }
-        let answers_left = self.cores.len();
-        let gathering = Gathering { answers_left, rows: Vec::new(), metrics: None, reply };
-        self.gathering.insert(seq, gathering);
+        self.ask_cores(|seq| CoreMsg::Report { seq }, None, reply);
     }
 
+    /// Asks every core for its metrics, for `GET /_croupier/metrics`.
     fn scrape(&mut self, reply: flume::Sender<Reply>) {
+        self.ask_cores(|seq| CoreMsg::Metrics { seq }, Some(Vec::new()), reply);
+    }
+
+    fn ask_cores(
+        &mut self,
+        question: impl Fn(u64) -> CoreMsg,
+        metrics: Option<Vec<CoreSnapshot>>,
+        reply: flume::Sender<Reply>,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
         for core in &self.cores {
-            let _ = core.send(CoreMsg::Metrics { seq });
+            let _ = core.send(question(seq));
         }
         let answers_left = self.cores.len();
-        let gathering =
-            Gathering { answers_left, rows: Vec::new(), metrics: Some(Vec::new()), reply };
-        self.gathering.insert(seq, gathering);
+        self.gathering.insert(seq, Gathering { answers_left, rows: Vec::new(), metrics, reply });
     }
 
     fn collect(&mut self, seq: u64, rows: Vec<ProviderStats>, snapshot: Option<CoreSnapshot>) {
