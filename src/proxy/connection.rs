@@ -22,6 +22,10 @@ use crate::metrics::access_log::Entry;
 use crate::runtime::drain::unless;
 use crate::runtime::worker::Worker;
 
+/// Idle timeouts at least this long start from the per-core sweep's clock
+/// instead of reading the clock per request.
+const COARSE_IDLE_MIN: Duration = Duration::from_secs(10);
+
 /// Paths under this prefix are croupier's own and never forwarded.
 pub const CONTROL_PREFIX: &str = "/_croupier";
 
@@ -114,7 +118,12 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
-            let deadline = Instant::now() + worker.config.idle_timeout();
+            // The sweep's clock is up to a second behind, which only a long
+            // timeout can ignore.
+            let idle = worker.config.idle_timeout();
+            let from =
+                if idle >= COARSE_IDLE_MIN { worker.drain.coarse_now() } else { Instant::now() };
+            let deadline = from + idle;
             match unless(worker.drain.until(deadline), conn.client.readable(false)).await {
                 Ok(Ok(())) => {}
                 // Gone, idle past the timeout, or the core is draining.
@@ -133,7 +142,10 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
 }
 
 async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
-    let deadline = Instant::now() + worker.config.header_timeout();
+    let header_timeout = worker.config.header_timeout();
+    // Set at the first read: most heads arrive whole in one, and then no
+    // clock is read for them at all.
+    let mut deadline: Option<Instant> = None;
     let capacity_max = worker.limits.header_bytes_max + 1024;
     let dispatch = loop {
         if !conn.inbound.is_empty()
@@ -141,7 +153,13 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
         {
             break dispatch;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = match deadline {
+            None => {
+                deadline = Some(Instant::now() + header_timeout);
+                header_timeout
+            }
+            Some(at) => at.saturating_duration_since(Instant::now()),
+        };
         match conn
             .inbound
             .read_more(&mut conn.client, capacity_max, left, &mut conn.canceller)

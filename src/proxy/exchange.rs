@@ -57,12 +57,18 @@ pub struct Deadline {
     pub limit_ms: u64,
     /// Longest silence allowed between two reads of the response.
     pub per_read: Duration,
+    /// The client set the deadline; without one, `at` is far enough that
+    /// only the per-read timeout binds.
+    pub from_client: bool,
 }
 
 impl Deadline {
     /// Time left for the next read: the per-read timeout, cut short by the
     /// request's deadline.
     pub fn next_read(&self) -> Duration {
+        if !self.from_client {
+            return self.per_read;
+        }
         self.per_read.min(self.at.saturating_duration_since(Instant::now()))
     }
 

@@ -56,17 +56,21 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
         BodyLength::Fixed(length) => held as u64 >= length,
         BodyLength::Chunked | BodyLength::UntilClose => false,
     };
-    let deadline = deadline_of(info, config.response_timeout_ms, config.response_timeout());
+    // One clock read serves the request's start, its deadline, the budget
+    // and the first attempt: reading the clock showed in profiles.
+    let started = Instant::now();
+    let deadline =
+        deadline_of(info, config.response_timeout_ms, config.response_timeout(), started);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut stale_redials = 0u32;
     let mut response = Inbound::default();
-    worker.retry_budget.borrow_mut().record_request(Instant::now());
+    worker.retry_budget.borrow_mut().record_request(started);
 
-    let started = Instant::now();
     let mut last_provider = None;
     let body_written_before = conn.inbound.written();
+    let mut first_attempt = true;
     let outcome = loop {
-        let now = Instant::now();
+        let now = if std::mem::take(&mut first_attempt) { started } else { Instant::now() };
         if now >= deadline.at {
             break Outcome::Failed(deadline.error());
         }
@@ -113,18 +117,19 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             }
         };
 
-        let started = Instant::now();
+        let attempt_started = now;
         let head = &mut request.head;
         let result =
             exchange(conn, worker, &mut upstream, head, info, &mut response, replayable, deadline)
                 .await;
-        attempt.latency = result.as_ref().ok().map(|done| done.head_at - started);
+        attempt.latency =
+            result.as_ref().ok().map(|done| (done.head_at - attempt_started, done.head_at));
         drop(attempt);
 
         match result {
             Ok(done) => {
                 if done.upstream_reusable {
-                    worker.pool.borrow_mut().put(provider, upstream, Instant::now());
+                    worker.pool.borrow_mut().put(provider, upstream, done.head_at);
                 }
                 break Outcome::Done {
                     client_keep_alive: done.client_keep_alive,
@@ -222,8 +227,8 @@ struct Attempt<'a> {
     topic: &'a str,
     provider: SocketAddr,
     limit: Option<InflightLimit>,
-    /// How long the provider took to answer, when it did.
-    latency: Option<Duration>,
+    /// How long the provider took to answer, and when, when it did.
+    latency: Option<(Duration, Instant)>,
 }
 
 impl Drop for Attempt<'_> {
@@ -237,14 +242,19 @@ impl Drop for Attempt<'_> {
 
 /// The request's deadline: `croupier-timeout-ms` when the client sent it,
 /// capped by the configured response timeout.
-fn deadline_of(info: RequestInfo, response_timeout_ms: u64, per_read: Duration) -> Deadline {
-    let now = Instant::now();
+fn deadline_of(
+    info: RequestInfo,
+    response_timeout_ms: u64,
+    per_read: Duration,
+    now: Instant,
+) -> Deadline {
     match info.timeout_ms {
         Some(ms) if ms < response_timeout_ms => Deadline {
             at: now + Duration::from_millis(ms),
             limit: "croupier-timeout-ms",
             limit_ms: ms,
             per_read,
+            from_client: true,
         },
         _ => Deadline {
             // Without a client deadline only the per-read timeout applies;
@@ -253,6 +263,7 @@ fn deadline_of(info: RequestInfo, response_timeout_ms: u64, per_read: Duration) 
             limit: "response_timeout_ms",
             limit_ms: response_timeout_ms,
             per_read,
+            from_client: false,
         },
     }
 }

@@ -20,6 +20,9 @@ use std::time::Instant;
 #[derive(Default)]
 pub struct Drain {
     raised: Cell<bool>,
+    /// The time at the last sweep: good enough for deadlines that are
+    /// themselves swept once a second, and free to read.
+    swept_at: Cell<Option<Instant>>,
     slots: RefCell<Slots>,
 }
 
@@ -60,8 +63,22 @@ impl Drain {
         }
     }
 
+    /// The time of the last sweep (or now, before the first): up to one
+    /// sweep behind the clock.
+    pub fn coarse_now(&self) -> Instant {
+        match self.swept_at.get() {
+            Some(at) => at,
+            None => {
+                let now = Instant::now();
+                self.swept_at.set(Some(now));
+                now
+            }
+        }
+    }
+
     /// Wakes every waiter whose deadline is past `now`.
     pub fn wake_expired(&self, now: Instant) {
+        self.swept_at.set(Some(now));
         let expired = |slot: &Option<Slot>| {
             slot.as_ref().and_then(|s| s.deadline).is_some_and(|deadline| deadline <= now)
         };

@@ -223,12 +223,17 @@ impl Worker {
 
     /// An attempt on `provider` ended; `latency` is how long it took to
     /// answer, when it did.
-    pub fn request_finished(&self, topic: &str, provider: SocketAddr, latency: Option<Duration>) {
+    pub fn request_finished(
+        &self,
+        topic: &str,
+        provider: SocketAddr,
+        latency: Option<(Duration, Instant)>,
+    ) {
         let mut table = self.table.borrow_mut();
         let Some(p) = table.provider_mut(topic, provider) else { return };
         p.inflight = p.inflight.saturating_sub(1);
-        let Some(latency) = latency else { return };
-        p.observe(latency, Instant::now());
+        let Some((latency, at)) = latency else { return };
+        p.observe(latency, at);
         if p.half_open {
             // Its trial request after an ejection succeeded: it is back, and
             // the next ejection starts from the base back-off again.
