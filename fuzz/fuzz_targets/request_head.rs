@@ -119,6 +119,7 @@ fn check_encoded(head: &RequestHead<'_, '_>, out: &[u8], enabled: bool, limits: 
     assert_eq!(again.method, head.method);
     assert_eq!(again.target, head.target);
     assert_eq!(again.body, head.body, "body length changed");
+    assert_eq!(again.upgrade, head.upgrade, "upgrade changed");
 
     // Names the client's Connection header made hop-by-hop. croupier may
     // still write a line of that name itself: framing, an empty Host when
@@ -128,9 +129,16 @@ fn check_encoded(head: &RequestHead<'_, '_>, out: &[u8], enabled: bool, limits: 
     let mut framing_lines = 0usize;
     for header in again.headers {
         let name = header.name;
+        // An upgrade croupier forwards as its own `connection: upgrade` and
+        // `upgrade: <protocol>` lines.
+        let upgrade_line = head.upgrade.is_some()
+            && ((name.eq_ignore_ascii_case("upgrade") && Some(header.value) == head.upgrade)
+                || (name.eq_ignore_ascii_case("connection")
+                    && header.value.eq_ignore_ascii_case(b"upgrade")));
         let croupiers_own = is_one_of(name, &["content-length", "transfer-encoding"])
             || (name.eq_ignore_ascii_case("host") && header.value.is_empty())
-            || (enabled && is_one_of(name, FORWARDING));
+            || (enabled && is_one_of(name, FORWARDING))
+            || upgrade_line;
         if is_one_of(name, &["content-length", "transfer-encoding"]) {
             framing_lines += 1;
         }
