@@ -109,6 +109,12 @@ pub struct Config {
     #[arg(long, default_value_t = 30_000, env = "CROUPIER_RESPONSE_TIMEOUT_MS")]
     pub response_timeout_ms: u64,
 
+    /// How long data croupier sent may stay unacknowledged (a peer that stopped
+    /// reading, or vanished) before the connection is dropped, in ms. Kept by the kernel
+    /// (TCP_USER_TIMEOUT), so it costs nothing per write; 60 s as nginx's send_timeout.
+    #[arg(long, default_value_t = 60_000, env = "CROUPIER_SEND_TIMEOUT_MS")]
+    pub send_timeout_ms: u64,
+
     /// How long an idle pooled connection to a provider is kept, in ms. Shorter than the
     /// keep-alive timeouts of common servers (5 s in Node.js), so croupier closes first
     /// and rarely writes into a connection the provider is closing.
@@ -174,6 +180,10 @@ impl Config {
 
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
     }
 
     pub fn pool_idle_timeout(&self) -> Duration {

@@ -112,6 +112,9 @@ enum Dispatch {
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
     let _ = client.set_nodelay(true);
+    // A client that stops reading a response would otherwise hold this
+    // task, and the provider connection behind it, for ever.
+    let _ = crate::upstream::set_send_timeout(&client, worker.config.send_timeout());
     let mut conn =
         Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() };
     loop {

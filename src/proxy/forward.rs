@@ -96,7 +96,7 @@ pub async fn forward(conn: &mut Conn, worker: &Worker, mut request: ForwardReque
             Some(stream) => stream,
             None => {
                 let timeout = config.connect_timeout().min(deadline.at - now);
-                match upstream::connect(provider, timeout).await {
+                match upstream::connect(provider, timeout, config.send_timeout()).await {
                     Ok(stream) => {
                         if cfg!(feature = "request-metrics") {
                             worker.metrics.connected(now.elapsed());

@@ -11,8 +11,13 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-/// Dials a provider, giving up after `timeout`.
-pub async fn connect(provider: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+/// Dials a provider, giving up after `timeout`; data sent on the connection
+/// may stay unacknowledged for `send_timeout` before the kernel drops it.
+pub async fn connect(
+    provider: SocketAddr,
+    timeout: Duration,
+    send_timeout: Duration,
+) -> io::Result<TcpStream> {
     // Dropping a connect that has not finished is safe: no data is at stake.
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(provider)).await {
         Ok(result) => result?,
@@ -23,5 +28,18 @@ pub async fn connect(provider: SocketAddr, timeout: Duration) -> io::Result<TcpS
     };
     // Heads and small bodies go out in one write each; Nagle would hold them.
     stream.set_nodelay(true)?;
+    set_send_timeout(&stream, send_timeout)?;
     Ok(stream)
+}
+
+/// Sets TCP_USER_TIMEOUT: how long sent data may stay unacknowledged (the
+/// peer stopped reading, or is gone) before the kernel drops the connection.
+/// It also bounds zero-window probing, so a peer that reads nothing at all is
+/// dropped too, with no timer in croupier and no cost per write.
+pub fn set_send_timeout(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow;
+    // the option call neither closes nor keeps it.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout))
 }
