@@ -121,6 +121,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
+            // A used canceller keeps the table its reads registered in; a
+            // fresh one holds nothing while the connection is idle.
+            conn.canceller = Canceller::default();
             // The sweep's clock is up to a second behind, which only a long
             // timeout can ignore.
             let idle = worker.config.idle_timeout();
