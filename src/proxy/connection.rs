@@ -45,6 +45,10 @@ pub struct Conn {
 }
 
 impl Conn {
+    pub fn new(client: TcpStream, peer: SocketAddr) -> Self {
+        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() }
+    }
+
     /// Disjoint borrows for relaying the client's body.
     pub fn parts(&mut self) -> (&mut TcpStream, &mut Inbound, &mut Canceller) {
         (&mut self.client, &mut self.inbound, &mut self.canceller)
@@ -110,13 +114,14 @@ enum Dispatch {
     Forward(ForwardRequest),
 }
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
-    let _ = client.set_nodelay(true);
+/// Serves a client connection until it closes. It takes the connection
+/// whole, rather than its parts, so the parts are not kept twice in the
+/// task's state.
+pub async fn serve(mut conn: Conn, worker: Rc<Worker>) {
+    let _ = conn.client.set_nodelay(true);
     // A client that stops reading a response would otherwise hold this
     // task, and the provider connection behind it, for ever.
-    let _ = crate::upstream::set_send_timeout(&client, worker.config.send_timeout());
-    let mut conn =
-        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() };
+    let _ = crate::upstream::set_send_timeout(&conn.client, worker.config.send_timeout());
     loop {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
@@ -145,6 +150,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, worker: Rc<Worker>) {
         }
     }
     conn.inbound.release_or_drop(&worker.bufs);
+    drop(conn);
+    worker.connection_closed();
 }
 
 async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {

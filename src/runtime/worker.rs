@@ -21,7 +21,7 @@ use crate::http1::head::HeadLimits;
 use crate::metrics::access_log::CoreLog;
 use crate::metrics::{CoreMetrics, CoreSnapshot, bump};
 use crate::proxy::buffer::BufPool;
-use crate::proxy::connection;
+use crate::proxy::connection::{self, Conn};
 use crate::router::budget::RetryBudget;
 use crate::router::table::{InflightLimit, Table};
 use crate::runtime::drain::{Drain, or_drain};
@@ -122,12 +122,10 @@ impl Worker {
             }
             self.connections.set(self.connections.get() + 1);
             let worker = self.clone();
-            monoio::spawn(async move {
-                connection::serve(stream, peer, worker.clone()).await;
-                worker.connections.set(worker.connections.get() - 1);
-                bump(&worker.metrics.connections_closed);
-                worker.report_if_drained();
-            });
+            // The task is the connection's own future, with nothing wrapped
+            // around it: every byte of it is held for as long as the client
+            // stays connected, idle or not.
+            monoio::spawn(connection::serve(Conn::new(stream, peer), worker));
         }
     }
 
@@ -244,6 +242,13 @@ impl Worker {
     }
 
     /// croupier answered a request itself.
+    /// A client connection closed.
+    pub fn connection_closed(&self) {
+        self.connections.set(self.connections.get() - 1);
+        bump(&self.metrics.connections_closed);
+        self.report_if_drained();
+    }
+
     pub fn count_status(&self, status: u16) {
         self.metrics.local_response(status);
     }
