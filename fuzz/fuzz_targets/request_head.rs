@@ -27,18 +27,8 @@ use croupier::http1::head::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// Headers about one connection (RFC 9110 §7.6.1) that never reach a
-/// provider as the client sent them.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+mod common;
+use common::{HOP_BY_HOP, check_line_ends, is_one_of};
 
 /// croupier's own request instructions, which stop at croupier.
 const CROUPIER_ONLY: &[&str] = &["croupier-timeout-ms"];
@@ -91,17 +81,6 @@ fn check_prefixes_are_partial(head: &[u8], limits: &HeadLimits) {
             matches!(prefix, Ok(None)),
             "a prefix of {cut} bytes of an accepted head gave {prefix:?}"
         );
-    }
-}
-
-/// Every LF is preceded by CR and every CR followed by LF.
-fn check_line_ends(out: &[u8]) {
-    for (at, &byte) in out.iter().enumerate() {
-        match byte {
-            b'\n' => assert!(at > 0 && out[at - 1] == b'\r', "bare LF at {at}"),
-            b'\r' => assert!(out.get(at + 1) == Some(&b'\n'), "bare CR at {at}"),
-            _ => {}
-        }
     }
 }
 
@@ -167,8 +146,4 @@ fn check_encoded(head: &RequestHead<'_, '_>, out: &[u8], enabled: bool, limits: 
         let found = written.by_ref().any(|h| h.name == original.name && h.value == original.value);
         assert!(found, "end-to-end header {:?} lost", original.name);
     }
-}
-
-fn is_one_of(name: &str, list: &[&str]) -> bool {
-    list.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
 }

@@ -29,18 +29,8 @@ use croupier::http1::head::{
 use croupier::http1::{BodyLength, Version};
 use libfuzzer_sys::fuzz_target;
 
-/// Headers about one connection (RFC 9110 §7.6.1), plus the framing headers
-/// croupier rewrites.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+mod common;
+use common::{HOP_BY_HOP, check_line_ends, is_one_of};
 
 /// Lines the encoder may add to an accepted head: one framing line and one
 /// `Connection` line. As for requests (see the `request_head` target), a head
@@ -134,17 +124,6 @@ fn check_prefixes_are_partial(head: &[u8], context: Context, limits: &HeadLimits
     }
 }
 
-/// Every LF is preceded by CR and every CR followed by LF.
-fn check_line_ends(out: &[u8]) {
-    for (at, &byte) in out.iter().enumerate() {
-        match byte {
-            b'\n' => assert!(at > 0 && out[at - 1] == b'\r', "bare LF at {at}"),
-            b'\r' => assert!(out.get(at + 1) == Some(&b'\n'), "bare CR at {at}"),
-            _ => {}
-        }
-    }
-}
-
 fn check_encoded(
     head: &ResponseHead<'_, '_>,
     out: &[u8],
@@ -208,8 +187,4 @@ fn check_encoded(
         let found = written.by_ref().any(|h| h.name == original.name && h.value == original.value);
         assert!(found, "end-to-end header {:?} lost", original.name);
     }
-}
-
-fn is_one_of(name: &str, list: &[&str]) -> bool {
-    list.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
 }

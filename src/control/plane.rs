@@ -233,45 +233,28 @@ impl Sequencer {
         drain: bool,
     ) -> Result<(TableChange, Reply), Reply> {
         let provider = resolve(host, port)?;
+        let Some(lease) = self.lease_mut(topic, provider) else {
+            let reason = format!("{provider} is not a provider of {topic}");
+            return Err(Reply::error(404, &reason, None));
+        };
+        let mut answer =
+            json!({ "result": "ok", "topic": topic, "provider": provider.to_string() });
         if drain {
-            let Some(lease) = self.lease_mut(topic, provider) else {
-                let reason = format!("{provider} is not a provider of {topic}");
-                return Err(Reply::error(404, &reason, None));
-            };
             lease.draining = true;
-            let answer = Reply::json(
-                200,
-                &json!({
-                    "result": "ok",
-                    "topic": topic,
-                    "provider": provider.to_string(),
-                    "state": "draining",
-                }),
-            );
-            return Ok((TableChange::Drain { topic: topic.into(), provider }, answer));
-        }
-        let removed = self.leases.get_mut(topic).and_then(|t| t.remove(&provider)).is_some();
-        if !removed {
-            return Err(Reply::error(
-                404,
-                &format!("{provider} is not a provider of {topic}"),
-                None,
+            answer["state"] = "draining".into();
+            return Ok((
+                TableChange::Drain { topic: topic.into(), provider },
+                Reply::json(200, &answer),
             ));
         }
-        let count = self.leases.get(topic).map_or(0, HashMap::len);
+        let providers = self.leases.get_mut(topic).expect("the lease was just found");
+        providers.remove(&provider);
+        let count = providers.len();
         if count == 0 {
             self.leases.remove(topic);
         }
-        let answer = Reply::json(
-            200,
-            &json!({
-                "result": "ok",
-                "topic": topic,
-                "provider": provider.to_string(),
-                "providers": count,
-            }),
-        );
-        Ok((TableChange::Remove { topic: topic.into(), provider }, answer))
+        answer["providers"] = count.into();
+        Ok((TableChange::Remove { topic: topic.into(), provider }, Reply::json(200, &answer)))
     }
 
     fn eject(&mut self, topic: Box<str>, provider: SocketAddr) {

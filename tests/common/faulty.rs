@@ -26,12 +26,6 @@ use super::wire::{self, Wire};
 /// Requests one connection serves before the provider closes it, so no loop is unbounded.
 const REQUESTS_PER_CONNECTION_MAX: usize = 100_000;
 
-/// How long an idle connection is kept before the provider closes it; longer than any test.
-const IDLE_TIMEOUT_MS: u64 = 30_000;
-
-/// How long a write may block before the provider gives up on the connection.
-const WRITE_TIMEOUT_MS: u64 = 10_000;
-
 /// What a faulty provider does with each request it reads.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
@@ -119,13 +113,6 @@ impl FaultyProvider {
 
 /// Serves one connection until the peer closes, the fault ends it, or framing breaks.
 fn serve(stream: TcpStream, shared: &Shared) {
-    let setup = stream
-        .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
-        .and_then(|_| stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS))))
-        .and_then(|_| stream.set_nodelay(true));
-    if setup.is_err() {
-        return;
-    }
     let mut wire = Wire::new(stream);
 
     for _ in 0..REQUESTS_PER_CONNECTION_MAX {

@@ -18,12 +18,6 @@ use super::{fnv1a64, pattern_byte};
 /// Requests one connection serves before the provider closes it, so no loop is unbounded.
 const REQUESTS_PER_CONNECTION_MAX: usize = 100_000;
 
-/// How long an idle connection is kept before the provider closes it; longer than any test.
-const IDLE_TIMEOUT_MS: u64 = 30_000;
-
-/// How long a write may block before the provider gives up on the connection.
-const WRITE_TIMEOUT_MS: u64 = 10_000;
-
 /// Largest chunk a `ChunkedDownload` sends; sizes vary from 1 byte up to this.
 const DOWNLOAD_CHUNK_BYTES_MAX: usize = 64 * 1024;
 
@@ -116,13 +110,6 @@ impl Provider {
 
 /// Serves one connection until the peer closes, a request says close, or framing breaks.
 fn serve(stream: TcpStream, shared: &Shared) {
-    let setup = stream
-        .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
-        .and_then(|_| stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS))))
-        .and_then(|_| stream.set_nodelay(true));
-    if setup.is_err() {
-        return;
-    }
     let mut wire = Wire::new(stream);
 
     for _ in 0..REQUESTS_PER_CONNECTION_MAX {

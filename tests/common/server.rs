@@ -14,6 +14,12 @@ use std::time::Duration;
 /// something leaks them, which then shows as failures, not endless threads.
 pub const CONNECTIONS_MAX: usize = 256;
 
+/// How long an idle connection is kept before the provider closes it; longer than any test.
+const IDLE_TIMEOUT_MS: u64 = 30_000;
+
+/// How long a write may block before the provider gives up on the connection.
+const WRITE_TIMEOUT_MS: u64 = 10_000;
+
 struct Live {
     port: u16,
     stopping: AtomicBool,
@@ -107,7 +113,16 @@ fn accept_loop(
         let (for_thread, serve) = (Arc::clone(&live), Arc::clone(&serve));
         let spawned = thread::Builder::new().name(format!("{name}-{}-conn-{id}", live.port)).spawn(
             move || {
-                serve(stream);
+                // Timeouts on every socket, so no provider thread can hang a test.
+                let setup = stream
+                    .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
+                    .and_then(|_| {
+                        stream.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)))
+                    })
+                    .and_then(|_| stream.set_nodelay(true));
+                if setup.is_ok() {
+                    serve(stream);
+                }
                 // Dropping the second handle closes the socket for good (with
                 // SO_LINGER 0 set, that close is what sends an RST).
                 for_thread.connections.lock().unwrap().remove(&id);
