@@ -41,17 +41,25 @@ pub struct Conn {
     pub client: TcpStream,
     pub peer: SocketAddr,
     pub inbound: Inbound,
-    pub canceller: Canceller,
+    /// Made at the first timed read and dropped when the connection goes
+    /// idle: a canceller is an allocation (with the table its reads register
+    /// in) that an idle connection has no use for.
+    canceller: Option<Canceller>,
 }
 
 impl Conn {
     pub fn new(client: TcpStream, peer: SocketAddr) -> Self {
-        Conn { client, peer, inbound: Inbound::default(), canceller: Canceller::default() }
+        Conn { client, peer, inbound: Inbound::default(), canceller: None }
     }
 
     /// Disjoint borrows for relaying the client's body.
     pub fn parts(&mut self) -> (&mut TcpStream, &mut Inbound, &mut Canceller) {
-        (&mut self.client, &mut self.inbound, &mut self.canceller)
+        (&mut self.client, &mut self.inbound, self.canceller.get_or_insert_with(Canceller::default))
+    }
+
+    /// The canceller for the connection's timed reads.
+    pub fn canceller(&mut self) -> &mut Canceller {
+        self.canceller.get_or_insert_with(Canceller::default)
     }
 }
 
@@ -114,10 +122,25 @@ enum Dispatch {
     Forward(ForwardRequest),
 }
 
-/// Serves a client connection until it closes. It takes the connection
-/// whole, rather than its parts, so the parts are not kept twice in the
-/// task's state.
-pub async fn serve(mut conn: Conn, worker: Rc<Worker>) {
+/// Serves a client connection until it closes.
+///
+/// This future is what an idle connection costs, so it is kept small: the
+/// request's state lives in a box that exists only while a request does,
+/// and the body is an `async move` block over the arguments rather than an
+/// `async fn`, which would hold `conn` twice (as the argument and as the
+/// local it moves into).
+pub fn serve(mut conn: Conn, worker: Rc<Worker>) -> impl Future<Output = ()> {
+    async move {
+        serve_connection(&mut conn, &worker).await;
+        conn.inbound.release_or_drop(&worker.bufs);
+        // Closed before it is counted as closed, so a drain that waits for
+        // the count waits for the socket too.
+        drop(conn);
+        worker.connection_closed();
+    }
+}
+
+async fn serve_connection(conn: &mut Conn, worker: &Rc<Worker>) {
     let _ = conn.client.set_nodelay(true);
     // A client that stops reading a response would otherwise hold this
     // task, and the provider connection behind it, for ever.
@@ -126,9 +149,7 @@ pub async fn serve(mut conn: Conn, worker: Rc<Worker>) {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
-            // A used canceller keeps the table its reads registered in; a
-            // fresh one holds nothing while the connection is idle.
-            conn.canceller = Canceller::default();
+            conn.canceller = None;
             // The sweep's clock is up to a second behind, which only a long
             // timeout can ignore.
             let idle = worker.config.idle_timeout();
@@ -144,14 +165,11 @@ pub async fn serve(mut conn: Conn, worker: Rc<Worker>) {
         conn.inbound.ensure_buffer(&worker.bufs);
         // Boxed: the request's state machine (forwarding, retries, relays)
         // is several KiB, and an idle connection should not carry it.
-        let next = Box::pin(serve_request(&mut conn, &worker)).await;
+        let next = Box::pin(serve_request(conn, worker)).await;
         if next == Next::Close || worker.drain.is_raised() {
             break;
         }
     }
-    conn.inbound.release_or_drop(&worker.bufs);
-    drop(conn);
-    worker.connection_closed();
 }
 
 async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
@@ -173,11 +191,8 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
             }
             Some(at) => at.saturating_duration_since(Instant::now()),
         };
-        match conn
-            .inbound
-            .read_more(&mut conn.client, capacity_max, left, &mut conn.canceller)
-            .await
-        {
+        let (client, inbound, canceller) = conn.parts();
+        match inbound.read_more(client, capacity_max, left, canceller).await {
             Ok(0) | Err(ReadError::Io(_)) => return Next::Close,
             Ok(_) => {}
             Err(ReadError::TimedOut) => {

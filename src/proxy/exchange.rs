@@ -380,7 +380,7 @@ async fn read_head(
             true => deadline.next_read().min(EXPECT_CONTINUE_WAIT),
             false => deadline.next_read(),
         };
-        let read = response.read_more(upstream, capacity_max, timeout, &mut conn.canceller).await;
+        let read = response.read_more(upstream, capacity_max, timeout, conn.canceller()).await;
         match read {
             Ok(0) | Err(ReadError::Io(_)) if response.is_empty() && !interim_sent => {
                 let error =
@@ -413,8 +413,7 @@ async fn relay_response(
     // TODO: apply the request deadline to the body too; for now each read
     // of the body has the per-read timeout only.
     let timeout = deadline.per_read;
-    let client = &mut conn.client;
-    let canceller = &mut conn.canceller;
+    let (client, _, canceller) = conn.parts();
     let relayed = match head.body {
         BodyLength::Empty => Ok(()),
         BodyLength::Fixed(length) => {

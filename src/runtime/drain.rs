@@ -159,19 +159,34 @@ impl Drop for Wait<'_> {
 
 /// Waits for `future`, or for `wait`, whichever comes first. `Err` means
 /// `wait` ended first (and `future` was dropped).
-pub async fn unless<F: Future>(wait: Wait<'_>, future: F) -> Result<F::Output, Woken> {
-    let mut future = std::pin::pin!(future);
-    let mut wait = std::pin::pin!(wait);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+///
+/// A struct rather than an `async fn`: every idle connection holds one, and
+/// an `async fn` keeps both its arguments twice (as arguments and as the
+/// pinned locals), which is a hundred bytes an idle connection would carry.
+pub fn unless<F: Future>(wait: Wait<'_>, future: F) -> Unless<'_, F> {
+    Unless { wait, future }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`unless`].
+    pub struct Unless<'a, F> {
+        wait: Wait<'a>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Unless<'_, F> {
+    type Output = Result<F::Output, Woken>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if let Poll::Ready(woken) = wait.as_mut().poll(cx) {
-            return Poll::Ready(Err(woken));
-        }
-        Poll::Pending
-    })
-    .await
+        // `Wait` is Unpin: it holds a reference, an index and an instant.
+        Pin::new(this.wait).poll(cx).map(Err)
+    }
 }
 
 /// Waits for `future`, or for the drain signal, whichever comes first.
