@@ -7,7 +7,7 @@
 //! bytes are written straight out of the buffer they were read into, through
 //! a slice of it; nothing copies them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
@@ -24,7 +24,9 @@ use monoio::net::TcpStream;
 pub const BUF_BYTES: usize = 16 * 1024;
 
 /// Most read buffers kept free per core (1 MiB); the rest are freed, so a
-/// burst does not pin its peak memory for ever.
+/// burst does not pin its peak memory for ever. Below this cap, free
+/// buffers nobody took for a whole sweep interval are freed too
+/// ([`BufPool::trim`]).
 pub const FREE_BUFS_MAX: usize = 64;
 
 /// Initial size of a buffer for a head croupier writes, in bytes: most
@@ -41,35 +43,70 @@ const FREE_HEAD_BUFS_MAX: usize = 256;
 /// croupier writes.
 #[derive(Default)]
 pub struct BufPool {
-    free: RefCell<Vec<Vec<u8>>>,
-    free_heads: RefCell<Vec<Vec<u8>>>,
+    free: FreeList,
+    free_heads: FreeList,
+}
+
+/// Free buffers of one kind, and the fewest there were since the last trim:
+/// that many were not needed during the whole interval.
+#[derive(Default)]
+struct FreeList {
+    bufs: RefCell<Vec<Vec<u8>>>,
+    low_water: Cell<usize>,
+}
+
+impl FreeList {
+    fn pop(&self) -> Option<Vec<u8>> {
+        let mut bufs = self.bufs.borrow_mut();
+        let buf = bufs.pop();
+        self.low_water.set(self.low_water.get().min(bufs.len()));
+        buf
+    }
+
+    fn push_below(&self, buf: Vec<u8>, max: usize) {
+        let mut bufs = self.bufs.borrow_mut();
+        if bufs.len() < max {
+            bufs.push(buf);
+        }
+    }
+
+    /// Frees the buffers that stayed unused since the last trim.
+    fn trim(&self) {
+        let mut bufs = self.bufs.borrow_mut();
+        let keep = bufs.len() - self.low_water.get().min(bufs.len());
+        bufs.truncate(keep);
+        bufs.shrink_to(keep);
+        self.low_water.set(keep);
+    }
 }
 
 impl BufPool {
     /// A read buffer of [`BUF_BYTES`].
     pub fn take(&self) -> Vec<u8> {
-        self.free.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(BUF_BYTES))
     }
 
     /// An empty buffer to write a head into.
     pub fn take_head(&self) -> Vec<u8> {
-        let free = self.free_heads.borrow_mut().pop();
-        free.unwrap_or_else(|| Vec::with_capacity(HEAD_BUF_BYTES))
+        self.free_heads.pop().unwrap_or_else(|| Vec::with_capacity(HEAD_BUF_BYTES))
+    }
+
+    /// Frees the buffers no request needed since the last trim, so the
+    /// memory a burst took goes back once the burst is over; called by the
+    /// core's sweep once a second. Under steady load the pool keeps what
+    /// the load uses.
+    pub fn trim(&self) {
+        self.free.trim();
+        self.free_heads.trim();
     }
 
     /// Takes back a buffer of either kind.
     pub fn put(&self, mut buf: Vec<u8>) {
         buf.clear();
         if buf.capacity() == BUF_BYTES {
-            let mut free = self.free.borrow_mut();
-            if free.len() < FREE_BUFS_MAX {
-                free.push(buf);
-            }
+            self.free.push_below(buf, FREE_BUFS_MAX);
         } else if (HEAD_BUF_BYTES..=HEAD_BUF_KEPT_MAX).contains(&buf.capacity()) {
-            let mut free = self.free_heads.borrow_mut();
-            if free.len() < FREE_HEAD_BUFS_MAX {
-                free.push(buf);
-            }
+            self.free_heads.push_below(buf, FREE_HEAD_BUFS_MAX);
         }
     }
 }
@@ -328,4 +365,35 @@ pub async fn read_timed(
         }
     };
     (result.map_err(ReadError::Io), buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_count(pool: &BufPool) -> usize {
+        pool.free.bufs.borrow().len()
+    }
+
+    #[test]
+    fn trim_frees_what_a_whole_interval_left_unused() {
+        let pool = BufPool::default();
+        // A burst of ten at once, all given back.
+        let burst: Vec<_> = (0..10).map(|_| pool.take()).collect();
+        burst.into_iter().for_each(|buf| pool.put(buf));
+        pool.trim();
+        assert_eq!(free_count(&pool), 10, "the burst's interval needed all ten");
+
+        // Steady load of three at a time: the seven below stay unused.
+        for _ in 0..100 {
+            let held: Vec<_> = (0..3).map(|_| pool.take()).collect();
+            held.into_iter().for_each(|buf| pool.put(buf));
+        }
+        pool.trim();
+        assert_eq!(free_count(&pool), 3);
+
+        // No load at all: everything goes.
+        pool.trim();
+        assert_eq!(free_count(&pool), 0);
+    }
 }

@@ -165,6 +165,7 @@ impl Worker {
             monoio::time::sleep(SWEEP_INTERVAL).await;
             let now = Instant::now();
             self.pool.borrow_mut().sweep(now);
+            self.bufs.trim();
             self.drain.wake_expired(now);
             if let Some(log) = &self.access_log {
                 log.flush();

@@ -53,7 +53,7 @@ BODY_CASES = [("16 B", "/16", 16), ("4 KiB", "/4k", 4096)]
 CONN_CASES = [(64, 2), (1, 1)]
 
 # Time for a proxy to settle after the idle clients arrive, before RSS is read.
-MEMORY_SETTLE_S = 1.0
+MEMORY_SETTLE_S = 3.0
 HOLDER_TIMEOUT_S = 90.0
 # A round in which processes other than the target, the backends and wrk took
 # more than this share of the machine's CPU time (a colleague's build, say), or
