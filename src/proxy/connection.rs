@@ -129,6 +129,8 @@ enum Dispatch {
 /// and the body is an `async move` block over the arguments rather than an
 /// `async fn`, which would hold `conn` twice (as the argument and as the
 /// local it moves into).
+// The manual form is the point: see above.
+#[allow(clippy::manual_async_fn)]
 pub fn serve(mut conn: Conn, worker: Rc<Worker>) -> impl Future<Output = ()> {
     async move {
         serve_connection(&mut conn, &worker).await;
