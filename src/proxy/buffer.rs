@@ -8,15 +8,18 @@
 //! a slice of it; nothing copies them.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, SliceMut};
 use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
+
+use crate::runtime::drain::{COARSE_MIN, Drain, Wait};
 
 /// Size of a pooled buffer, in bytes. Large enough for nearly every head and
 /// for a good stride of a body; a head that needs more grows its buffer up
@@ -342,12 +345,13 @@ pub async fn read_timed(
     canceller: &mut Canceller,
 ) -> (Result<usize, ReadError>, SliceMut<Vec<u8>>) {
     let mut read = pin!(stream.cancelable_read(buf, canceller.handle()));
-    let mut sleep = pin!(monoio::time::sleep(timeout));
+    let drain = Drain::current();
+    let mut expiry = pin!(Expiry::new(&drain, timeout));
     let first = poll_fn(|cx| {
         if let Poll::Ready(done) = read.as_mut().poll(cx) {
             return Poll::Ready(Some(done));
         }
-        if sleep.as_mut().poll(cx).is_ready() {
+        if expiry.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -365,6 +369,37 @@ pub async fn read_timed(
         }
     };
     (result.map_err(ReadError::Io), buf)
+}
+
+/// The end of a read's timeout: a long one from the core's coarse clock, a
+/// short one from a timer. The timer is boxed so that the futures of every
+/// read, most of which have long timeouts, do not carry its 640 bytes.
+enum Expiry<'a> {
+    Coarse(Wait<'a>),
+    Fine(Pin<Box<Sleep>>),
+}
+
+impl<'a> Expiry<'a> {
+    fn new(drain: &'a Drain, timeout: Duration) -> Self {
+        if timeout >= COARSE_MIN {
+            Expiry::Coarse(drain.after(timeout))
+        } else {
+            Expiry::Fine(Box::pin(monoio::time::sleep(timeout)))
+        }
+    }
+}
+
+impl Future for Expiry<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Both variants are Unpin: a `Wait` holds plain data, the timer is
+        // behind its box.
+        match self.get_mut() {
+            Expiry::Coarse(wait) => Pin::new(wait).poll(cx).map(drop),
+            Expiry::Fine(sleep) => sleep.as_mut().poll(cx),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,12 +19,8 @@ use crate::http1::encode::{self, ForwardHeaders};
 use crate::http1::head::{HEADERS_MAX, RequestHead, parse_request};
 use crate::http1::{BodyLength, Version};
 use crate::metrics::access_log::Entry;
-use crate::runtime::drain::unless;
+use crate::runtime::drain::{COARSE_MIN, unless};
 use crate::runtime::worker::Worker;
-
-/// Idle timeouts at least this long start from the per-core sweep's clock
-/// instead of reading the clock per request.
-const COARSE_IDLE_MIN: Duration = Duration::from_secs(10);
 
 /// Paths under this prefix are croupier's own and never forwarded.
 pub const CONTROL_PREFIX: &str = "/_croupier";
@@ -155,8 +151,7 @@ async fn serve_connection(conn: &mut Conn, worker: &Rc<Worker>) {
             // The sweep's clock is up to a second behind, which only a long
             // timeout can ignore.
             let idle = worker.config.idle_timeout();
-            let from =
-                if idle >= COARSE_IDLE_MIN { worker.drain.coarse_now() } else { Instant::now() };
+            let from = if idle >= COARSE_MIN { worker.drain.coarse_now() } else { Instant::now() };
             let deadline = from + idle;
             match unless(worker.drain.until(deadline), conn.client.readable(false)).await {
                 Ok(Ok(())) => {}

@@ -152,7 +152,10 @@ pub async fn exchange(
         None => match read_head(conn, worker, upstream, response, info, deadline, false).await? {
             HeadEvent::Final(head) => head,
             HeadEvent::Switch(out) => {
-                return switch_protocols(conn, worker, upstream, info, response, out).await;
+                // Boxed: upgrades are rare, and inline their state would
+                // grow every request's future.
+                let switched = switch_protocols(conn, worker, upstream, info, response, out);
+                return Box::pin(switched).await;
             }
             HeadEvent::Continue => unreachable!("only asked for when waiting for 100-continue"),
         },
@@ -306,73 +309,24 @@ async fn read_head(
         if interim_sent { Failure::Abort } else { Failure::Respond(error) }
     };
     loop {
-        if !response.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let parsed =
-                parse_response(response.data(), &mut headers, info.is_head, &worker.limits);
-            match parsed {
-                Ok(None) => {}
-                Err(error) => {
-                    return Err(fail(interim_sent, ProxyError::from_response_head(error)));
-                }
-                Ok(Some(head)) if head.status == 101 => {
-                    if !info.upgrade || until_continue {
-                        // Switching protocols unasked leaves nothing croupier
-                        // could relay.
-                        let reason = "provider switched protocols the client did not ask for";
-                        return Err(fail(interim_sent, ProxyError::provider(502, reason)));
+        match examine_head(worker, response, info, until_continue) {
+            Examined::Incomplete => {}
+            Examined::Refused(error) => return Err(fail(interim_sent, error)),
+            Examined::Switch(out) => return Ok(HeadEvent::Switch(out)),
+            Examined::Final(head) => return Ok(HeadEvent::Final(head)),
+            Examined::Interim { out, is_continue } => {
+                if let Some(out) = out {
+                    let (result, out) = conn.client.write_all(out).await;
+                    worker.bufs.put(out);
+                    if result.is_err() {
+                        return Err(Failure::Abort);
                     }
-                    let mut out = worker.bufs.take_head();
-                    encode::switching_head(&head, &mut out);
-                    response.consume(head.len);
-                    return Ok(HeadEvent::Switch(out));
+                    interim_sent = true;
                 }
-                Ok(Some(head)) if (100..200).contains(&head.status) => {
-                    let (len, is_continue) = (head.len, head.status == 100);
-                    // RFC 9110 §15.2: interim responses go to HTTP/1.1
-                    // clients only.
-                    if info.version == Version::Http11 {
-                        let mut out = worker.bufs.take_head();
-                        encode::interim_head(&head, &mut out);
-                        let (result, out) = conn.client.write_all(out).await;
-                        worker.bufs.put(out);
-                        if result.is_err() {
-                            return Err(Failure::Abort);
-                        }
-                        interim_sent = true;
-                    }
-                    response.consume(len);
-                    if until_continue && is_continue {
-                        return Ok(HeadEvent::Continue);
-                    }
-                    continue;
+                if until_continue && is_continue {
+                    return Ok(HeadEvent::Continue);
                 }
-                Ok(Some(head)) => {
-                    let dechunk =
-                        head.body == BodyLength::Chunked && info.version == Version::Http10;
-                    let client_keep_alive =
-                        info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
-                    let framing =
-                        if dechunk { ClientFraming::UntilClose } else { ClientFraming::AsReceived };
-                    let mut out = worker.bufs.take_head();
-                    encode::response_head(
-                        &head,
-                        framing,
-                        info.version,
-                        client_keep_alive,
-                        &mut out,
-                    );
-                    let final_head = FinalHead {
-                        out,
-                        status: head.status,
-                        body: head.body,
-                        dechunk,
-                        client_keep_alive,
-                        upstream_keep_alive: head.keep_alive,
-                    };
-                    response.consume(head.len);
-                    return Ok(HeadEvent::Final(final_head));
-                }
+                continue;
             }
         }
 
@@ -400,6 +354,78 @@ async fn read_head(
             Ok(_) => {}
         }
     }
+}
+
+/// What the bytes read so far of a response make of its head.
+enum Examined {
+    Incomplete,
+    Refused(ProxyError),
+    Switch(Vec<u8>),
+    /// An interim response, with the head to pass to the client if any.
+    Interim {
+        out: Option<Vec<u8>>,
+        is_continue: bool,
+    },
+    Final(FinalHead),
+}
+
+/// Parses the response head in `response` and writes what the client gets
+/// of it. A function of its own, not part of [`read_head`]: its header
+/// array (3 KiB) then lives on the stack for the parse only, not in the
+/// request's future across every await.
+fn examine_head(
+    worker: &Worker,
+    response: &mut Inbound,
+    info: RequestInfo,
+    until_continue: bool,
+) -> Examined {
+    if response.is_empty() {
+        return Examined::Incomplete;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let head = match parse_response(response.data(), &mut headers, info.is_head, &worker.limits) {
+        Ok(None) => return Examined::Incomplete,
+        Ok(Some(head)) => head,
+        Err(error) => return Examined::Refused(ProxyError::from_response_head(error)),
+    };
+    if head.status == 101 {
+        if !info.upgrade || until_continue {
+            // Switching protocols unasked leaves nothing croupier could
+            // relay.
+            let reason = "provider switched protocols the client did not ask for";
+            return Examined::Refused(ProxyError::provider(502, reason));
+        }
+        let mut out = worker.bufs.take_head();
+        encode::switching_head(&head, &mut out);
+        response.consume(head.len);
+        return Examined::Switch(out);
+    }
+    if (100..200).contains(&head.status) {
+        // RFC 9110 §15.2: interim responses go to HTTP/1.1 clients only.
+        let out = (info.version == Version::Http11).then(|| {
+            let mut out = worker.bufs.take_head();
+            encode::interim_head(&head, &mut out);
+            out
+        });
+        let is_continue = head.status == 100;
+        response.consume(head.len);
+        return Examined::Interim { out, is_continue };
+    }
+    let dechunk = head.body == BodyLength::Chunked && info.version == Version::Http10;
+    let client_keep_alive = info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
+    let framing = if dechunk { ClientFraming::UntilClose } else { ClientFraming::AsReceived };
+    let mut out = worker.bufs.take_head();
+    encode::response_head(&head, framing, info.version, client_keep_alive, &mut out);
+    let final_head = FinalHead {
+        out,
+        status: head.status,
+        body: head.body,
+        dechunk,
+        client_keep_alive,
+        upstream_keep_alive: head.keep_alive,
+    };
+    response.consume(head.len);
+    Examined::Final(final_head)
 }
 
 /// Streams the response body to the client.

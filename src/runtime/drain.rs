@@ -4,17 +4,33 @@
 //! connections that wait on it cost no cross-thread machinery; the core's
 //! control task raises it when the main thread asks.
 //!
-//! An idle connection also waits here for its keep-alive timeout. A timer per
-//! idle connection would cost a timer entry (640 bytes in monoio) and a wheel
-//! insertion per request; instead each waiter leaves its deadline in its slot
-//! and the core's once-a-second sweep wakes those past it. The timeout is
-//! then up to one sweep late, which for a 60 s idle timeout does not matter.
+//! An idle connection also waits here for its keep-alive timeout, and a read
+//! with a long timeout for that timeout. A monoio timer per wait would cost a
+//! timer entry (640 bytes, 128-byte aligned, so every future holding one is
+//! allocated aligned) and a wheel insertion and removal per request; instead
+//! each waiter leaves its deadline in its slot and the core's once-a-second
+//! sweep wakes those past it. Such a timeout is up to one sweep late (and,
+//! counted from the sweep's clock, up to one sweep early), which for timeouts
+//! of [`COARSE_MIN`] and more does not matter; shorter ones use real timers.
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Timeouts at least this long are kept coarsely, by the core's sweep,
+/// rather than by a timer: give or take one sweep (a second), they end on
+/// time.
+pub const COARSE_MIN: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The drain signal of the core this thread runs, so a read deep in the
+    /// request path finds the core's coarse clock without it being passed
+    /// down every call.
+    static CORE: Rc<Drain> = Rc::new(Drain::default());
+}
 
 /// A core's drain signal.
 #[derive(Default)]
@@ -47,6 +63,11 @@ pub enum Woken {
 }
 
 impl Drain {
+    /// The signal of the core this thread runs.
+    pub fn current() -> Rc<Drain> {
+        CORE.with(Rc::clone)
+    }
+
     pub fn is_raised(&self) -> bool {
         self.raised.get()
     }
@@ -93,13 +114,20 @@ impl Drain {
 
     /// Resolves once the signal is raised.
     pub fn raised(&self) -> Wait<'_> {
-        Wait { drain: self, slot: None, deadline: None }
+        Wait { drain: self, slot: None, deadline: None, ends_on_drain: true }
     }
 
     /// Resolves once the signal is raised or, give or take one sweep,
     /// `deadline` passes.
     pub fn until(&self, deadline: Instant) -> Wait<'_> {
-        Wait { drain: self, slot: None, deadline: Some(deadline) }
+        Wait { drain: self, slot: None, deadline: Some(deadline), ends_on_drain: true }
+    }
+
+    /// Resolves once, give or take one sweep, `timeout` from now has passed;
+    /// a drain does not end it.
+    pub fn after(&self, timeout: Duration) -> Wait<'_> {
+        let deadline = Some(self.coarse_now() + timeout);
+        Wait { drain: self, slot: None, deadline, ends_on_drain: false }
     }
 }
 
@@ -108,17 +136,20 @@ pub struct Wait<'a> {
     drain: &'a Drain,
     slot: Option<usize>,
     deadline: Option<Instant>,
+    ends_on_drain: bool,
 }
 
 impl Future for Wait<'_> {
     type Output = Woken;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woken> {
-        if self.drain.raised.get() {
+        if self.ends_on_drain && self.drain.raised.get() {
             return Poll::Ready(Woken::Drained);
         }
+        // The sweep sets its clock before it wakes the expired, so the
+        // coarse clock is all a deadline needs: no clock read per poll.
         let deadline = self.deadline;
-        if deadline.is_some_and(|d| d <= Instant::now()) {
+        if deadline.is_some_and(|d| d <= self.drain.coarse_now()) {
             return Poll::Ready(Woken::Expired);
         }
         let mut slots = self.drain.slots.borrow_mut();
@@ -239,6 +270,21 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(30));
         drain.wake_expired(Instant::now());
         assert!(drain.slots.borrow().wakers[0].is_none(), "woken and emptied");
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Woken::Expired));
+    }
+
+    #[test]
+    fn a_read_deadline_outlives_a_drain() {
+        let drain = Drain::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut wait = std::pin::pin!(drain.after(std::time::Duration::from_millis(20)));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drain.raise();
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "a drain does not end it");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "only a sweep sees the time pass");
+        drain.wake_expired(Instant::now());
         assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Woken::Expired));
     }
 }

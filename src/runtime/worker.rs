@@ -46,7 +46,8 @@ pub struct Worker {
     pub connections: Cell<usize>,
     pub connections_max: usize,
     /// Raised when the process is stopping.
-    pub drain: Drain,
+    /// The core's drain signal and coarse clock ([`Drain::current`]).
+    pub drain: Rc<Drain>,
     /// Where this core reports, once draining, that its last connection
     /// closed.
     drained: flume::Sender<usize>,
@@ -76,7 +77,7 @@ impl Worker {
             metrics: CoreMetrics::default(),
             connections: Cell::new(0),
             connections_max,
-            drain: Drain::default(),
+            drain: Drain::current(),
             drained,
             access_log: access_log.map(CoreLog::new),
         }
