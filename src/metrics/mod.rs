@@ -9,9 +9,13 @@ pub mod access_log;
 pub mod exposition;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+
+// foldhash, not std's SipHash: these maps are looked up several times per
+// request, where SipHash was a tenth of croupier's own instructions; the
+// hasher is still seeded per process.
+use foldhash::HashMap;
 
 /// Upper bounds of the latency histograms' buckets, in seconds: from 100 µs
 /// (a loopback hop) to 10 s (a request near the response timeout).

@@ -16,12 +16,16 @@
 //! nearly the balance of comparing every provider, in O(1) per request.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+// foldhash, not std's SipHash: these maps are looked up several times per
+// request, where SipHash was a tenth of croupier's own instructions; the
+// hasher is still seeded per process.
+use foldhash::HashMap;
 
 /// A limit of requests in flight to one provider, over all cores.
 ///
@@ -158,7 +162,7 @@ pub struct Topic {
 
 impl Topic {
     fn new(name: &str) -> Self {
-        Topic { name: Rc::from(name), providers: Vec::new(), index: HashMap::new() }
+        Topic { name: Rc::from(name), providers: Vec::new(), index: HashMap::default() }
     }
 
     fn get_mut(&mut self, addr: SocketAddr) -> Option<&mut Provider> {
@@ -214,7 +218,7 @@ impl Table {
         use std::hash::{BuildHasher, Hasher};
         // Each core gets its own seed, so cores do not pick in lockstep.
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        Table { topics: HashMap::new(), rng: Rng(Cell::new(seed | 1)) }
+        Table { topics: HashMap::default(), rng: Rng(Cell::new(seed | 1)) }
     }
 
     /// The interned name of a topic, for requests that need it again later
@@ -422,7 +426,7 @@ mod tests {
 
     fn counts(table: &mut Table, n: usize) -> HashMap<SocketAddr, usize> {
         let now = Instant::now();
-        let mut counts = HashMap::new();
+        let mut counts = HashMap::default();
         for _ in 0..n {
             if let Choice::Provider(p) = table.choose(b"t", &[], now) {
                 *counts.entry(p).or_default() += 1;

@@ -7,9 +7,13 @@
 //! `idle_timeout`, which is shorter than common servers' keep-alive timeouts
 //! so croupier, not the provider, is normally the side that closes.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+// foldhash, not std's SipHash: these maps are looked up several times per
+// request, where SipHash was a tenth of croupier's own instructions; the
+// hasher is still seeded per process.
+use foldhash::HashMap;
 
 use monoio::net::TcpStream;
 
@@ -30,7 +34,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
-        Pool { idle: HashMap::new(), idle_timeout }
+        Pool { idle: HashMap::default(), idle_timeout }
     }
 
     /// An idle connection to `provider` that has not outlived the idle
