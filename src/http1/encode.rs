@@ -48,12 +48,13 @@ pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders, out: &
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
+    let hop = HopByHop::of(head.headers);
     let mut host_seen = false;
     let mut forwarded_for: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
     for header in head.headers {
         let name = header.name;
-        if is_hop_by_hop(name, head.headers) || is_one_of(name, CROUPIER_ONLY) {
+        if hop.contains(name) || is_one_of(name, CROUPIER_ONLY) {
             continue;
         }
         if forward.enabled {
@@ -100,7 +101,8 @@ pub fn request_head(head: &RequestHead<'_, '_>, forward: &ForwardHeaders, out: &
             out.extend_from_slice(previous);
             out.extend_from_slice(b", ");
         }
-        let _ = write!(out, "{}\r\n", forward.client_ip);
+        push_ip(out, forward.client_ip);
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
         out.extend_from_slice(b"via: ");
         if let Some(previous) = via {
@@ -130,14 +132,15 @@ pub fn response_head(
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    status_line_start(out, head.status);
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let hop = HopByHop::of(head.headers);
     for header in head.headers {
         let name = header.name;
         let keep_length =
             head.body == BodyLength::Empty && name.eq_ignore_ascii_case("content-length");
-        if is_hop_by_hop(name, head.headers) && !keep_length {
+        if hop.contains(name) && !keep_length {
             continue;
         }
         header_line(out, name.as_bytes(), header.value);
@@ -163,10 +166,11 @@ pub fn switching_head(head: &ResponseHead<'_, '_>, out: &mut Vec<u8>) {
     let _ = write!(out, "HTTP/1.1 101 ");
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let hop = HopByHop::of(head.headers);
     for header in head.headers {
         if header.name.eq_ignore_ascii_case("upgrade") {
             header_line(out, b"upgrade", header.value);
-        } else if !is_hop_by_hop(header.name, head.headers) {
+        } else if !hop.contains(header.name) {
             header_line(out, header.name.as_bytes(), header.value);
         }
     }
@@ -175,11 +179,12 @@ pub fn switching_head(head: &ResponseHead<'_, '_>, out: &mut Vec<u8>) {
 
 /// Writes an interim (1xx) response such as `100 Continue` for the client.
 pub fn interim_head(head: &ResponseHead<'_, '_>, out: &mut Vec<u8>) {
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    status_line_start(out, head.status);
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let hop = HopByHop::of(head.headers);
     for header in head.headers {
-        if !is_hop_by_hop(header.name, head.headers) {
+        if !hop.contains(header.name) {
             header_line(out, header.name.as_bytes(), header.value);
         }
     }
@@ -216,17 +221,68 @@ fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn length_line(out: &mut Vec<u8>, length: u64) {
-    let _ = write!(out, "content-length: {length}\r\n");
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 200 `, up to the reason phrase.
+fn status_line_start(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+}
+
+/// An address as `X-Forwarded-For` shows it. IPv4, which nearly every
+/// request has, without the formatting machinery: it was most of the cost
+/// of writing a forwarded head.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn is_one_of(name: &str, list: &[&str]) -> bool {
     list.iter().any(|candidate| name.eq_ignore_ascii_case(candidate))
 }
 
-/// Hop-by-hop: one of the fixed list, or named by a `Connection` header.
-fn is_hop_by_hop(name: &str, headers: &[httparse::Header<'_>]) -> bool {
-    is_one_of(name, HOP_BY_HOP)
-        || connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+/// Which headers of one head are hop-by-hop: those of the fixed list, and
+/// those a `Connection` header names.
+///
+/// Worked out once per head. Most heads have no `Connection` header, or one
+/// that says only `keep-alive` or `close`; only when it names more are the
+/// names looked for, instead of once for every header line.
+struct HopByHop<'h, 'b> {
+    headers: &'h [httparse::Header<'b>],
+    names_more: bool,
+}
+
+impl<'h, 'b> HopByHop<'h, 'b> {
+    fn of(headers: &'h [httparse::Header<'b>]) -> Self {
+        let names_more = connection_tokens(headers).any(|token| {
+            !token.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP.iter().any(|fixed| token.eq_ignore_ascii_case(fixed.as_bytes()))
+        });
+        HopByHop { headers, names_more }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        is_one_of(name, HOP_BY_HOP)
+            || (self.names_more
+                && connection_tokens(self.headers)
+                    .any(|token| token.eq_ignore_ascii_case(name.as_bytes())))
+    }
 }
 
 /// The reason phrase croupier writes for the statuses it produces itself.
@@ -307,5 +363,30 @@ mod tests {
         let mut out = Vec::new();
         response_head(&head, ClientFraming::AsReceived, Version::Http11, true, &mut out);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n");
+    }
+
+    #[test]
+    fn addresses_and_numbers_are_written_as_display_would() {
+        for ip in ["0.0.0.0", "1.2.3.4", "10.0.200.255", "255.255.255.255", "::1", "fe80::1:2"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+        let mut out = Vec::new();
+        status_line_start(&mut out, 204);
+        length_line(&mut out, 18_446_744_073_709_551_615);
+        assert_eq!(out, b"HTTP/1.1 204 content-length: 18446744073709551615\r\n");
+    }
+
+    #[test]
+    fn connection_named_headers_are_dropped_only_when_named() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\
+            X-Secret: 1\r\nX-Kept: 2\r\n\r\n";
+        let out = forwarded(raw, false);
+        assert!(!out.to_ascii_lowercase().contains("x-secret"), "{out}");
+        assert!(out.contains("X-Kept: 2"), "{out}");
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Secret: 1\r\n\r\n";
+        assert!(forwarded(raw, false).contains("X-Secret: 1"));
     }
 }
