@@ -259,14 +259,14 @@ async fn send_body(
         }
         BodyLength::Fixed(length) => {
             conn.inbound.consume(info.head_len);
-            let (client, inbound, canceller) = conn.parts();
-            relay::fixed(client, upstream, inbound, length, timeout, canceller).await
+            let (client, inbound) = conn.parts();
+            relay::fixed(client, upstream, inbound, length, timeout).await
         }
         BodyLength::Chunked => {
             conn.inbound.consume(info.head_len);
-            let (client, inbound, canceller) = conn.parts();
+            let (client, inbound) = conn.parts();
             let (out, max) = (ChunkedOut::AsReceived, worker.config.max_body_bytes);
-            relay::chunked(client, upstream, inbound, out, max, timeout, canceller).await
+            relay::chunked(client, upstream, inbound, out, max, timeout).await
         }
     };
     match relayed {
@@ -330,11 +330,23 @@ async fn read_head(
             }
         }
 
-        let timeout = match until_continue {
-            true => deadline.next_read().min(EXPECT_CONTINUE_WAIT),
-            false => deadline.next_read(),
-        };
-        let read = response.read_more(upstream, capacity_max, timeout, conn.canceller()).await;
+        if until_continue && response.is_empty() {
+            // Wait for the provider's verdict by readiness, not by a read:
+            // giving up on a read loses it, and croupier goes on after this
+            // wait. Short and rare, so a timer.
+            let wait = deadline.next_read().min(EXPECT_CONTINUE_WAIT);
+            let ready = monoio::time::timeout(wait, upstream.readable(false));
+            match Box::pin(ready).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    let error = ProxyError::provider(502, "provider connection failed");
+                    return Err(Failure::Unsent { error, reached: true });
+                }
+                Err(_) if Instant::now() < deadline.at => return Ok(HeadEvent::Continue),
+                Err(_) => return Err(fail(interim_sent, deadline.error())),
+            }
+        }
+        let read = response.read_more(upstream, capacity_max, deadline.next_read()).await;
         match read {
             Ok(0) | Err(ReadError::Io(_)) if response.is_empty() && !interim_sent => {
                 let error =
@@ -344,11 +356,6 @@ async fn read_head(
             Ok(0) | Err(ReadError::Io(_)) => {
                 let error = ProxyError::provider(502, "provider response cut short");
                 return Err(fail(interim_sent, error));
-            }
-            Err(ReadError::TimedOut)
-                if until_continue && response.is_empty() && Instant::now() < deadline.at =>
-            {
-                return Ok(HeadEvent::Continue);
             }
             Err(ReadError::TimedOut) => return Err(fail(interim_sent, deadline.error())),
             Ok(_) => {}
@@ -412,7 +419,11 @@ fn examine_head(
         return Examined::Interim { out, is_continue };
     }
     let dechunk = head.body == BodyLength::Chunked && info.version == Version::Http10;
-    let client_keep_alive = info.keep_alive && head.body != BodyLength::UntilClose && !dechunk;
+    // A final answer while croupier waits for `100 Continue` means the body
+    // stays unsent; the client may still send it, so the connection closes
+    // after this response, and the head must say so.
+    let client_keep_alive =
+        info.keep_alive && head.body != BodyLength::UntilClose && !dechunk && !until_continue;
     let framing = if dechunk { ClientFraming::UntilClose } else { ClientFraming::AsReceived };
     let mut out = worker.bufs.take_head();
     encode::response_head(&head, framing, info.version, client_keep_alive, &mut out);
@@ -439,19 +450,17 @@ async fn relay_response(
     // TODO: apply the request deadline to the body too; for now each read
     // of the body has the per-read timeout only.
     let timeout = deadline.per_read;
-    let (client, _, canceller) = conn.parts();
+    let client = &mut conn.client;
     let relayed = match head.body {
         BodyLength::Empty => Ok(()),
         BodyLength::Fixed(length) => {
-            relay::fixed(upstream, client, response, length, timeout, canceller).await
+            relay::fixed(upstream, client, response, length, timeout).await
         }
         BodyLength::Chunked => {
             let out = if head.dechunk { ChunkedOut::Decoded } else { ChunkedOut::AsReceived };
-            relay::chunked(upstream, client, response, out, None, timeout, canceller).await
+            relay::chunked(upstream, client, response, out, None, timeout).await
         }
-        BodyLength::UntilClose => {
-            relay::until_close(upstream, client, response, timeout, canceller).await
-        }
+        BodyLength::UntilClose => relay::until_close(upstream, client, response, timeout).await,
     };
     relayed.map_err(|error| {
         tracing::debug!(?error, "response body relay failed");
