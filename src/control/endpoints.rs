@@ -224,8 +224,8 @@ async fn read_body(
                 return Ok(collected);
             }
         }
-        let (client, inbound, canceller) = conn.parts();
-        match inbound.read_more(client, crate::proxy::buffer::BUF_BYTES, timeout, canceller).await {
+        let (client, inbound) = conn.parts();
+        match inbound.read_more(client, crate::proxy::buffer::BUF_BYTES, timeout).await {
             Ok(0) | Err(ReadError::Io(_)) => return Err(None),
             Ok(_) => {}
             Err(ReadError::TimedOut) => {

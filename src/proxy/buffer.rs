@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, SliceMut};
-use monoio::io::{AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::Sleep;
 
@@ -198,7 +198,6 @@ impl Inbound {
         stream: &mut TcpStream,
         capacity_max: usize,
         timeout: Duration,
-        canceller: &mut Canceller,
     ) -> Result<usize, ReadError> {
         if self.buf.len() == self.buf.capacity() {
             if self.start > 0 {
@@ -212,7 +211,7 @@ impl Inbound {
             }
         }
         let end = self.buf.capacity().min(capacity_max.max(self.buf.len() + 1));
-        self.read_into(stream, end, timeout, canceller).await
+        self.read_into(stream, end, timeout).await
     }
 
     /// Reads at most `limit` bytes into an empty window, so a body read never
@@ -222,11 +221,10 @@ impl Inbound {
         stream: &mut TcpStream,
         limit: u64,
         timeout: Duration,
-        canceller: &mut Canceller,
     ) -> Result<usize, ReadError> {
         debug_assert!(self.is_empty() && self.has_buffer());
         let end = usize::try_from(limit).unwrap_or(usize::MAX).min(self.buf.capacity());
-        self.read_into(stream, end, timeout, canceller).await
+        self.read_into(stream, end, timeout).await
     }
 
     async fn read_into(
@@ -234,13 +232,22 @@ impl Inbound {
         stream: &mut TcpStream,
         end: usize,
         timeout: Duration,
-        canceller: &mut Canceller,
     ) -> Result<usize, ReadError> {
         let begin = self.buf.len();
         let slice = SliceMut::new(std::mem::take(&mut self.buf), begin, end);
-        let (result, slice) = read_timed(stream, slice, timeout, canceller).await;
-        self.buf = slice.into_inner();
-        result
+        match read_timed(stream, slice, timeout).await {
+            (result, Some(slice)) => {
+                self.buf = slice.into_inner();
+                result
+            }
+            // The buffer went with the abandoned read, and what it held with
+            // it; the window is empty now, which is all a caller that ends
+            // the connection needs.
+            (result, None) => {
+                self.start = 0;
+                result
+            }
+        }
     }
 
     /// Writes `len` bytes at the front of the window to `stream` and consumes
@@ -334,41 +341,33 @@ impl Inbound {
 
 /// A read that gives up after `timeout`.
 ///
-/// Dropping an io_uring read does not undo it: the kernel may already have
-/// copied bytes into the buffer, and they would be lost. So on timeout the
-/// read is cancelled and then awaited; if bytes arrived in the meantime they
-/// are kept and returned.
+/// On timeout the read is dropped: monoio asks the kernel to cancel it and
+/// frees the buffer once the kernel is done with it, so the buffer does not
+/// come back (`None`), and bytes that arrived at the last moment are lost.
+/// That is safe because every timed read's caller ends the connection on a
+/// timeout; a wait that must go on after its timeout (the wait for
+/// `100 Continue`) waits for readiness instead, which loses nothing. This
+/// spares every read a canceller registration (a hashed set insertion and
+/// removal, and an allocation per request), which cancelling and awaiting
+/// the read would need.
 pub async fn read_timed(
     stream: &mut TcpStream,
     buf: SliceMut<Vec<u8>>,
     timeout: Duration,
-    canceller: &mut Canceller,
-) -> (Result<usize, ReadError>, SliceMut<Vec<u8>>) {
-    let mut read = pin!(stream.cancelable_read(buf, canceller.handle()));
+) -> (Result<usize, ReadError>, Option<SliceMut<Vec<u8>>>) {
+    let mut read = pin!(stream.read(buf));
     let drain = Drain::current();
     let mut expiry = pin!(Expiry::new(&drain, timeout));
-    let first = poll_fn(|cx| {
-        if let Poll::Ready(done) = read.as_mut().poll(cx) {
-            return Poll::Ready(Some(done));
+    poll_fn(|cx| {
+        if let Poll::Ready((result, buf)) = read.as_mut().poll(cx) {
+            return Poll::Ready((result.map_err(ReadError::Io), Some(buf)));
         }
         if expiry.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
+            return Poll::Ready((Err(ReadError::TimedOut), None));
         }
         Poll::Pending
     })
-    .await;
-    let (result, buf) = match first {
-        Some(done) => done,
-        None => {
-            *canceller = std::mem::take(canceller).cancel();
-            let (result, buf) = read.await;
-            return match result {
-                Ok(n) if n > 0 => (Ok(n), buf),
-                _ => (Err(ReadError::TimedOut), buf),
-            };
-        }
-    };
-    (result.map_err(ReadError::Io), buf)
+    .await
 }
 
 /// The end of a read's timeout: a long one from the core's coarse clock, a

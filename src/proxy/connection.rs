@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncWriteRentExt, Canceller};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use super::buffer::{Inbound, ReadError};
@@ -37,25 +37,16 @@ pub struct Conn {
     pub client: TcpStream,
     pub peer: SocketAddr,
     pub inbound: Inbound,
-    /// Made at the first timed read and dropped when the connection goes
-    /// idle: a canceller is an allocation (with the table its reads register
-    /// in) that an idle connection has no use for.
-    canceller: Option<Canceller>,
 }
 
 impl Conn {
     pub fn new(client: TcpStream, peer: SocketAddr) -> Self {
-        Conn { client, peer, inbound: Inbound::default(), canceller: None }
+        Conn { client, peer, inbound: Inbound::default() }
     }
 
     /// Disjoint borrows for relaying the client's body.
-    pub fn parts(&mut self) -> (&mut TcpStream, &mut Inbound, &mut Canceller) {
-        (&mut self.client, &mut self.inbound, self.canceller.get_or_insert_with(Canceller::default))
-    }
-
-    /// The canceller for the connection's timed reads.
-    pub fn canceller(&mut self) -> &mut Canceller {
-        self.canceller.get_or_insert_with(Canceller::default)
+    pub fn parts(&mut self) -> (&mut TcpStream, &mut Inbound) {
+        (&mut self.client, &mut self.inbound)
     }
 }
 
@@ -147,7 +138,6 @@ async fn serve_connection(conn: &mut Conn, worker: &Rc<Worker>) {
         if conn.inbound.is_empty() {
             // Idle: give the buffer back and wait for bytes without one.
             conn.inbound.release(&worker.bufs);
-            conn.canceller = None;
             // The sweep's clock is up to a second behind, which only a long
             // timeout can ignore.
             let idle = worker.config.idle_timeout();
@@ -188,8 +178,8 @@ async fn serve_request(conn: &mut Conn, worker: &Worker) -> Next {
             }
             Some(at) => at.saturating_duration_since(Instant::now()),
         };
-        let (client, inbound, canceller) = conn.parts();
-        match inbound.read_more(client, capacity_max, left, canceller).await {
+        let (client, inbound) = conn.parts();
+        match inbound.read_more(client, capacity_max, left).await {
             Ok(0) | Err(ReadError::Io(_)) => return Next::Close,
             Ok(_) => {}
             Err(ReadError::TimedOut) => {

@@ -7,7 +7,6 @@
 use std::io;
 use std::time::Duration;
 
-use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::buffer::{BUF_BYTES, Inbound, ReadError};
@@ -46,14 +45,13 @@ pub async fn fixed(
     inbound: &mut Inbound,
     length: u64,
     timeout: Duration,
-    canceller: &mut Canceller,
 ) -> Result<(), RelayError> {
     let mut left = length;
     let buffered = (inbound.data().len() as u64).min(left) as usize;
     inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
     left -= buffered as u64;
     while left > 0 {
-        let n = read(inbound.read_at_most(src, left, timeout, canceller).await)?;
+        let n = read(inbound.read_at_most(src, left, timeout).await)?;
         inbound.write_front(dst, n).await.map_err(RelayError::Sink)?;
         left -= n as u64;
     }
@@ -71,7 +69,6 @@ pub async fn chunked(
     out: ChunkedOut,
     data_max: Option<u64>,
     timeout: Duration,
-    canceller: &mut Canceller,
 ) -> Result<(), RelayError> {
     let mut decoder = ChunkedDecoder::new();
     let mut data_total = 0u64;
@@ -112,7 +109,7 @@ pub async fn chunked(
             }
         }
         debug_assert!(inbound.is_empty());
-        read(inbound.read_more(src, BUF_BYTES, timeout, canceller).await)?;
+        read(inbound.read_more(src, BUF_BYTES, timeout).await)?;
     }
 }
 
@@ -123,12 +120,11 @@ pub async fn until_close(
     dst: &mut TcpStream,
     inbound: &mut Inbound,
     timeout: Duration,
-    canceller: &mut Canceller,
 ) -> Result<(), RelayError> {
     loop {
         let buffered = inbound.data().len();
         inbound.write_front(dst, buffered).await.map_err(RelayError::Sink)?;
-        match inbound.read_more(src, BUF_BYTES, timeout, canceller).await {
+        match inbound.read_more(src, BUF_BYTES, timeout).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(ReadError::TimedOut) => return Err(RelayError::SourceTimedOut),
