@@ -145,6 +145,18 @@ impl Inbound {
         self.start == self.buf.len()
     }
 
+    /// Bytes that fit behind the held ones without moving or growing the
+    /// buffer.
+    pub fn spare(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// The attached buffer's size: as `capacity_max` of [`Self::read_more`],
+    /// a read that neither moves nor grows the buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Whether a buffer is attached (idle connections hold none).
     pub fn has_buffer(&self) -> bool {
         self.buf.capacity() > 0

@@ -169,6 +169,7 @@ pub async fn exchange(
     }
 
     let head_bytes = head.out.len() as u64;
+    complete_small_body(upstream, response, &head, deadline).await?;
     // A small response is usually whole in the buffer already: head and
     // body then leave in one system call.
     let whole_body = match head.body {
@@ -437,6 +438,39 @@ fn examine_head(
     };
     response.consume(head.len);
     Examined::Final(final_head)
+}
+
+/// Reads the rest of a small body that is only partly in the buffer, so that
+/// head and body leave in one write and the client wakes once instead of
+/// twice. Providers that write the head and the body separately (nginx with
+/// sendfile, for one) make this the common case for small files. A body
+/// that would not fit in the buffer as it is streams as usual.
+async fn complete_small_body(
+    upstream: &mut TcpStream,
+    response: &mut Inbound,
+    head: &FinalHead,
+    deadline: Deadline,
+) -> Result<(), Failure> {
+    let BodyLength::Fixed(length) = head.body else { return Ok(()) };
+    let length = usize::try_from(length).unwrap_or(usize::MAX);
+    let missing = length.saturating_sub(response.data().len());
+    if missing == 0 || missing > response.spare() {
+        return Ok(());
+    }
+    while response.data().len() < length {
+        // The whole body fits in the spare room: no read moves or grows
+        // the buffer.
+        let capacity = response.capacity();
+        match response.read_more(upstream, capacity, deadline.next_read()).await {
+            Ok(0) | Err(ReadError::Io(_)) => {
+                let error = ProxyError::provider(502, "provider response cut short");
+                return Err(Failure::Respond(error));
+            }
+            Ok(_) => {}
+            Err(ReadError::TimedOut) => return Err(Failure::Respond(deadline.error())),
+        }
+    }
+    Ok(())
 }
 
 /// Streams the response body to the client.
