@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Croupier;
+use common::{Croupier, read_head};
 
 const BODY: &[u8] = b"hello";
 
@@ -75,16 +75,6 @@ fn provider(verdict: Verdict) -> (u16, mpsc::Receiver<Vec<u8>>) {
         }
     });
     (port, body_rx)
-}
-
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Sends a POST with the expectation and returns the first head croupier

@@ -11,23 +11,13 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::Croupier;
+use common::{Croupier, read_head};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause between the head and the body, long enough that they arrive as
 /// separate reads.
 const GAP: Duration = Duration::from_millis(50);
-
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
 
 /// A provider that answers `requests` requests on one connection, each with
 /// the head, a pause, half the body, a pause and the rest; with `die`, it

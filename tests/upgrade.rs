@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::Croupier;
+use common::{Croupier, read_head};
 
 /// What the provider saw before it switched protocols.
 struct Seen {
@@ -69,16 +69,6 @@ fn upgrade_provider(answer_101: bool) -> (u16, mpsc::Receiver<Seen>) {
         }
     });
     (port, seen_rx)
-}
-
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 fn upgrade_is_tunnelled(driver: &str) {

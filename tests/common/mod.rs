@@ -343,3 +343,17 @@ pub fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
 pub fn loopback(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
+
+/// Reads a head byte by byte, so not one byte after it is taken from the
+/// socket (the tests that use it look at what follows the head), up to
+/// 16 KiB.
+pub fn read_head(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
